@@ -1,0 +1,30 @@
+# Two entry points, both self-installing on a fresh Debian machine:
+#   make demo  - set up, train the default SNN on Fashion-MNIST, report test accuracy
+#   make test  - set up, run the test suite (CI runs this)
+PY ?= python3
+DATA_DIR ?= /usr/share/datasets/fashion-mnist
+RUN_DIR ?= runs/demo
+
+.PHONY: setup data demo test test-slow bench
+
+data:
+	@if [ ! -f $(DATA_DIR)/train-images-idx3-ubyte.gz ]; then \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || \
+	  echo "could not install dataset-fashion-mnist; pass --data-dir or set ROBUSTSNN_DATA"; fi
+
+setup: data
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+
+demo: setup
+	robustsnn train --config configs/fmnist/demo.yaml --out $(RUN_DIR)
+	robustsnn info $(RUN_DIR)/model
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-slow: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m slow
+
+bench: setup
+	$(PY) benchmarks/neuron_speed.py

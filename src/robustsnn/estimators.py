@@ -1,0 +1,115 @@
+"""Gradient estimators as a mode over a whole model (DESIGN.md section 4).
+
+>>> with estimator(model, "bptt", surrogate="triangle", width=0.5):
+...     loss = F.cross_entropy(model(x), y); loss.backward()
+
+Only the backward pass changes; the forward pass is always the exact SNN.
+Modes:
+
+* ``bptt``: backprop through time with a surrogate (any of
+  :data:`robustsnn.surrogates.SURROGATES`, with width and scale).
+* ``bptr``: backprop through rate (SNN-RAT).
+* ``ann``: ANN proxy; value from the exact SNN, gradient from the same weights
+  with ReLU in place of the spiking neurons.
+
+On an ANN every mode is the ordinary gradient. Attacks never need to know.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+from torch import nn
+
+from .neurons import GradMode, SpikingNeuron
+from .surrogates import Surrogate, parse_surrogate
+
+__all__ = ["Estimator", "estimator", "MODES", "SEED_ESTIMATORS", "parse_estimator"]
+
+MODES = ("bptt", "bptr", "ann")
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """A named gradient estimator: ``mode`` plus, for bptt, a surrogate (None = each neuron's own)."""
+
+    mode: str = "bptt"
+    surrogate: Surrogate | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown estimator mode {self.mode!r}; choose one of {', '.join(MODES)}")
+
+    def label(self) -> str:
+        """E.g. ``bptt:triangle(w=1)``, ``bptr``, ``ann``, ``bptt:default``."""
+        if self.mode != "bptt":
+            return self.mode
+        return "bptt:" + (self.surrogate.label() if self.surrogate else "default")
+
+    def to_dict(self) -> dict:
+        return {"mode": self.mode, "surrogate": self.surrogate.to_dict() if self.surrogate else None}
+
+
+def parse_estimator(spec: "str | Estimator") -> Estimator:
+    """``"bptr"``, ``"ann"``, ``"bptt"``, ``"triangle:0.5"``, ``"bptt:exp-d:2"`` -> :class:`Estimator`."""
+    if isinstance(spec, Estimator):
+        return spec
+    s = spec.strip().lower()
+    if s in ("bptr", "ann", "bptt"):
+        return Estimator(s)
+    if s.startswith("bptt:"):
+        s = s[5:]
+    return Estimator("bptt", parse_surrogate(s))
+
+
+def _seed_estimators() -> tuple[Estimator, ...]:
+    tri = [Surrogate("triangle", w) for w in (1.0, 2.0, 3.0, 0.5, 0.25)]
+    expd = [Surrogate("exp-d", w) for w in (0.5, 1.0, 2.0)]
+    exp = [Surrogate("exp", w) for w in (0.5, 1.0, 2.0)]
+    rect = [Surrogate("rectangle", w) for w in (0.25, 0.5, 1.0, 2.0, 4.0)]
+    bptt = [Estimator("bptt", s) for s in tri + expd + exp + rect + [Surrogate("ste")]]
+    return tuple(bptt + [Estimator("bptr"), Estimator("ann")])
+
+
+#: The 19 estimators of the conversion paper's PGD ensemble (DESIGN.md section 7).
+SEED_ESTIMATORS: tuple[Estimator, ...] = _seed_estimators()
+
+
+@contextmanager
+def estimator(
+    model: nn.Module,
+    mode: "str | Estimator" = "bptt",
+    surrogate: "str | Surrogate | None" = None,
+    width: float | None = None,
+    scale: float | None = None,
+) -> Iterator[Estimator]:
+    """Set every spiking neuron of ``model`` to one gradient estimator for the ``with`` block.
+
+    Args:
+        model: any module; its :class:`SpikingNeuron` layers are switched, others untouched.
+        mode: ``"bptt"``, ``"bptr"``, ``"ann"`` or an :class:`Estimator`.
+        surrogate: surrogate name (bptt only); None keeps each neuron's training surrogate.
+        width, scale: surrogate width gamma and scale alpha.
+    Yields:
+        The :class:`Estimator` in force. Previous modes are restored on exit, even on error.
+    """
+    if isinstance(mode, Estimator):
+        est = mode
+    else:
+        sur = None
+        if surrogate is not None:
+            sur = parse_surrogate(surrogate)
+            if width is not None or scale is not None:
+                sur = Surrogate(sur.name, width if width is not None else sur.width, scale)
+        est = Estimator(mode, sur)
+    neurons = [m for m in model.modules() if isinstance(m, SpikingNeuron)]
+    saved = [n.grad_mode for n in neurons]
+    try:
+        for n in neurons:
+            n.grad_mode = GradMode(est.mode, est.surrogate)
+        yield est
+    finally:
+        for n, g in zip(neurons, saved):
+            n.grad_mode = g

@@ -1,0 +1,158 @@
+"""Twin models: one architecture spec builds an ANN (ReLU) or an SNN (spiking neurons).
+
+A :class:`TwinModel` wraps an architecture body built from the time-aware
+layers of :mod:`robustsnn.layers`. The body is identical for both twins except
+for the activation modules, so parameter names match and conversion is a
+weight copy plus thresholds.
+
+Forward contract (DESIGN.md section 2): ``model(x)`` takes pixels in [0, 1],
+shape [B, C, H, W], normalises them, encodes T steps (SNN), and returns logits
+[B, K] (mean over T of the non-spiking readout). ``model.forward_steps(x)``
+gives the per-step logits [T, B, K].
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..encoding import ENCODINGS, encode, readout
+from ..layers import Normalize
+from ..neurons import GradMode, NeuronConfig, ReLU, SpikingNeuron
+
+__all__ = ["ModelConfig", "TwinModel", "ActivationFactory", "spiking_layers"]
+
+ActivationFactory = Callable[[], nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model (stored as JSON in checkpoints).
+
+    Attributes:
+        name: architecture name in the registry (``robustsnn.models.available()``).
+        kind: ``"snn"`` or ``"ann"``.
+        num_classes: K.
+        in_channels: C of the input images.
+        image_size: H (= W) of the input images.
+        time_steps: T (SNN only).
+        encoding: ``"direct"`` or ``"poisson"`` (SNN only).
+        neuron: neuron settings (SNN only).
+        mean, std: per-channel normalisation of the data set, applied inside the model.
+        width: channel multiplier for the architecture (1.0 = as published).
+    """
+
+    name: str = "cnn"
+    kind: str = "snn"
+    num_classes: int = 10
+    in_channels: int = 1
+    image_size: int = 28
+    time_steps: int = 4
+    encoding: str = "direct"
+    neuron: NeuronConfig = field(default_factory=NeuronConfig)
+    mean: tuple = (0.0,)
+    std: tuple = (1.0,)
+    width: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("snn", "ann"):
+            raise ValueError(f"kind must be 'snn' or 'ann', got {self.kind!r}")
+        if self.encoding not in ENCODINGS:
+            raise ValueError(f"unknown encoding {self.encoding!r}; choose one of {', '.join(ENCODINGS)}")
+        if not 1 <= int(self.time_steps) <= 10000:
+            raise ValueError(f"time_steps must be in 1..10000, got {self.time_steps}")
+        if isinstance(self.neuron, dict):
+            object.__setattr__(self, "neuron", NeuronConfig.from_dict(self.neuron))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
+            raise ValueError(
+                f"mean/std need {self.in_channels} values (one per input channel), "
+                f"got {len(self.mean)}/{len(self.std)}"
+            )
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["neuron"] = self.neuron.to_dict()
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        d = dict(d)
+        d["neuron"] = NeuronConfig.from_dict(d.get("neuron", {}))
+        return cls(**d)
+
+    def with_(self, **changes) -> "ModelConfig":
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+
+def spiking_layers(model: nn.Module) -> list[tuple[str, SpikingNeuron]]:
+    """All spiking-neuron modules of ``model`` as (qualified name, module), in forward order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, SpikingNeuron)]
+
+
+class TwinModel(nn.Module):
+    """Normalisation + encoder + architecture body + readout.
+
+    Args:
+        config: the model's :class:`ModelConfig`.
+        body: module mapping [B, C, H, W] (ANN) or [T, B, C, H, W] (SNN) to logits
+            [B, K] or [T, B, K]; built with the activation factory of ``config.kind``.
+    """
+
+    def __init__(self, config: ModelConfig, body: nn.Module):
+        super().__init__()
+        self.config = config
+        self.normalize = Normalize(config.mean, config.std)
+        self.body = body
+
+    @property
+    def is_snn(self) -> bool:
+        return self.config.kind == "snn"
+
+    def forward_steps(self, x: torch.Tensor, time_steps: int | None = None) -> torch.Tensor:
+        """Per-step logits [T, B, K] of the exact network for pixels x [B, C, H, W].
+
+        An ANN returns its logits as a single step, [1, B, K].
+        """
+        if not self.is_snn:
+            return self.body(self.normalize(x)).unsqueeze(0)
+        T = time_steps or self.config.time_steps
+        if self.config.encoding == "poisson":
+            return self.body(encode(x, T, "poisson"))
+        return self.body(encode(self.normalize(x), T, "direct"))
+
+    def forward(self, x: torch.Tensor, time_steps: int | None = None) -> torch.Tensor:
+        """Logits [B, K] for pixels x in [0, 1], shape [B, C, H, W].
+
+        Under the ANN-proxy estimator the value is the exact SNN's and the gradient
+        the ReLU twin's (same weights).
+        """
+        if not self.is_snn:
+            return self.body(self.normalize(x))
+        neurons = [m for _, m in spiking_layers(self)]
+        if neurons and neurons[0].grad_mode.mode == "ann":
+            proxy = readout(self.forward_steps(x, time_steps))
+            saved = [n.grad_mode for n in neurons]
+            try:
+                for n in neurons:
+                    n.grad_mode = GradMode("bptt")
+                with torch.no_grad():
+                    exact = readout(self.forward_steps(x, time_steps))
+            finally:
+                for n, g in zip(neurons, saved):
+                    n.grad_mode = g
+            return exact + (proxy - proxy.detach())
+        return readout(self.forward_steps(x, time_steps))
+
+
+def activation_factory(config: ModelConfig) -> ActivationFactory:
+    """The activation each twin uses: ReLU for the ANN, a spiking neuron layer for the SNN."""
+    if config.kind == "ann":
+        return ReLU
+    return lambda: SpikingNeuron(config.neuron, config.time_steps)

@@ -1,0 +1,310 @@
+r"""Multi-step spiking neurons: IF, LIF and DLIF with hard or soft reset.
+
+For an input current :math:`I[t]`, :math:`t = 0..T-1`, every neuron of a layer
+follows (DESIGN.md section 3)
+
+.. math::
+
+    m[t] &= \lambda\, v[t-1] + g[t]\, I[t], \qquad v[-1] = 0 \\
+    s[t] &= H(m[t] - \theta) \qquad (H(0) = 1) \\
+    v[t] &= m[t]\,(1 - s[t]) \quad \text{(hard reset)} \qquad
+    v[t] = m[t] - \theta\, s[t] \quad \text{(soft reset)}
+
+* IF: :math:`\lambda = 1`, :math:`g[t] = 1`.
+* LIF: :math:`\lambda < 1` (default 0.99), :math:`g[t] = 1`.
+* DLIF (Ding et al., ICML 2024): LIF with a learnable per-step input gain
+  :math:`g[t] = a[t]`, :math:`a \in \mathbb{R}^T` per layer, initialised to 1.
+
+The whole time loop is one autograd operation (:class:`_MultiStepSpike`): the
+forward saves only the membrane potentials :math:`m` (and :math:`I` when the
+gain needs a gradient); the backward runs the exact reverse-time recursion
+with the surrogate derivative in place of :math:`dH/du`. No state survives a
+call: two identical calls give identical outputs.
+
+Gradient modes (set per neuron by :func:`robustsnn.estimators.estimator`):
+
+* ``bptt``: backprop through time with a surrogate (the default).
+* ``bptr``: backprop through rate; the upstream gradient, averaged over time,
+  passes through :math:`1[\bar s > 0]` and is broadcast over T.
+* ``ann``: the neuron computes :math:`\mathrm{ReLU}(g[t] I[t])` instead of
+  spiking; the model combines it with the exact SNN output (ANN proxy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+from torch import nn
+
+from .surrogates import Surrogate, layer_width, parse_surrogate, surrogate_grad
+
+__all__ = [
+    "NeuronConfig",
+    "GradMode",
+    "multistep_spike",
+    "multistep_spike_bptr",
+    "SpikingNeuron",
+    "ReLU",
+    "NEURON_KINDS",
+]
+
+NEURON_KINDS = ("if", "lif", "dlif")
+_DEFAULT_LEAK = {"if": 1.0, "lif": 0.99, "dlif": 0.99}
+
+
+@dataclass(frozen=True)
+class NeuronConfig:
+    """Settings of one kind of spiking neuron (JSON-serialisable).
+
+    Attributes:
+        kind: ``"if"``, ``"lif"`` or ``"dlif"``.
+        leak: lambda in [0, 1]; ``None`` takes the kind's default (IF 1.0, LIF/DLIF 0.99).
+        threshold: initial firing threshold theta (membrane-potential units, > 0).
+        reset: ``"hard"`` (to zero) or ``"soft"`` (subtract theta).
+        learn_threshold: make theta a trainable parameter.
+        threshold_floor: lower clamp applied to theta in the forward pass.
+        surrogate: default surrogate used in ``bptt`` mode.
+        detach_reset: drop the gradient through the reset term (SpikingJelly's option).
+    """
+
+    kind: str = "lif"
+    leak: float | None = None
+    threshold: float = 1.0
+    reset: str = "hard"
+    learn_threshold: bool = False
+    threshold_floor: float = 0.03
+    surrogate: Surrogate = field(default_factory=Surrogate)
+    detach_reset: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in NEURON_KINDS:
+            raise ValueError(f"unknown neuron {self.kind!r}; choose one of {', '.join(NEURON_KINDS)}")
+        if self.reset not in ("hard", "soft"):
+            raise ValueError(f"reset must be 'hard' or 'soft', got {self.reset!r}")
+        if self.leak is not None and not 0.0 <= self.leak <= 1.0:
+            raise ValueError(f"leak must be in [0, 1], got {self.leak}")
+        if not self.threshold > 0:
+            raise ValueError(f"threshold must be > 0, got {self.threshold}")
+        if not isinstance(self.surrogate, Surrogate):
+            object.__setattr__(self, "surrogate", parse_surrogate(self.surrogate))
+
+    @property
+    def lam(self) -> float:
+        """The leak lambda in use."""
+        return _DEFAULT_LEAK[self.kind] if self.leak is None else self.leak
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["surrogate"] = self.surrogate.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NeuronConfig":
+        d = dict(d)
+        if "surrogate" in d:
+            d["surrogate"] = parse_surrogate(d["surrogate"])
+        return cls(**d)
+
+    def with_(self, **changes) -> "NeuronConfig":
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class GradMode:
+    """How a neuron's backward pass is computed: ``mode`` in {bptt, bptr, ann} and a surrogate."""
+
+    mode: str = "bptt"
+    surrogate: Surrogate | None = None
+
+
+def _forward_loop(current, threshold, gain, lam, soft, keep_membrane):
+    """Run the neuron dynamics; returns spikes [T, ...] and membrane m [T, ...] (or None)."""
+    T = current.shape[0]
+    spikes = torch.empty_like(current)
+    membrane = torch.empty_like(current) if keep_membrane else None
+    v = torch.zeros_like(current[0])
+    for t in range(T):
+        i_t = current[t] if gain is None else current[t] * gain[t]
+        m = i_t if t == 0 else torch.add(i_t, v, alpha=lam) if lam != 1.0 else i_t + v
+        s = (m >= threshold).to(current.dtype)
+        spikes[t] = s
+        if keep_membrane:
+            membrane[t] = m
+        if t + 1 < T:
+            v = m - threshold * s if soft else m * (1.0 - s)
+    return spikes, membrane
+
+
+class _MultiStepSpike(torch.autograd.Function):
+    """Whole-sequence spiking neuron with an exact surrogate-BPTT backward."""
+
+    @staticmethod
+    def forward(ctx, current, threshold, gain, lam, soft, surrogate, detach_reset):
+        spikes, membrane = _forward_loop(current, threshold, gain, lam, soft, True)
+        width = layer_width(surrogate, membrane - threshold)
+        need_current = gain is not None and ctx.needs_input_grad[2]
+        ctx.save_for_backward(membrane, threshold, gain, current if need_current else None)
+        ctx.cfg = (lam, soft, surrogate, width, detach_reset)
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes):
+        membrane, threshold, gain, current = ctx.saved_tensors
+        lam, soft, surrogate, width, detach_reset = ctx.cfg
+        T = membrane.shape[0]
+        want_i, want_th, want_g = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        grad_current = torch.empty_like(membrane) if want_i else None
+        grad_gain = torch.zeros(T, dtype=membrane.dtype, device=membrane.device) if want_g else None
+        grad_th = torch.zeros((), dtype=membrane.dtype, device=membrane.device)
+        gv = None  # dL/dv[t], flowing back from step t+1
+        for t in range(T - 1, -1, -1):
+            m = membrane[t]
+            u = m - threshold
+            sg = surrogate_grad(u, surrogate, width)
+            if gv is None:
+                g_s, g_m = grad_spikes[t], None
+            else:
+                s = (u >= 0).to(m.dtype)
+                if detach_reset:
+                    g_s = grad_spikes[t]
+                else:
+                    g_s = grad_spikes[t] - gv * (threshold if soft else m)
+                g_m = gv if soft else gv * (1.0 - s)
+                if soft and want_th:
+                    grad_th = grad_th - (gv * s).sum()
+            g_s_sg = g_s * sg
+            g_m = g_s_sg if g_m is None else g_m + g_s_sg
+            if want_th:
+                grad_th = grad_th - g_s_sg.sum()
+            if want_i:
+                grad_current[t] = g_m if gain is None else g_m * gain[t]
+            if want_g:
+                grad_gain[t] = (g_m * current[t]).sum()
+            gv = g_m * lam
+        return grad_current, (grad_th if want_th else None), grad_gain, None, None, None, None
+
+
+class _MultiStepSpikeBPTR(torch.autograd.Function):
+    """Exact spiking forward; backward through the firing rate (BPTR)."""
+
+    @staticmethod
+    def forward(ctx, current, threshold, gain, lam, soft):
+        spikes, _ = _forward_loop(current, threshold, gain, lam, soft, False)
+        ctx.save_for_backward((spikes.mean(0) > 0).to(current.dtype), gain)
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes):
+        active, gain = ctx.saved_tensors
+        g = (grad_spikes.mean(0) * active).unsqueeze(0).expand_as(grad_spikes)
+        if gain is not None:
+            g = g * gain.view(-1, *([1] * (g.dim() - 1)))
+        return g.contiguous(), None, None, None, None
+
+
+def multistep_spike(
+    current: torch.Tensor,
+    threshold: torch.Tensor,
+    lam: float = 0.99,
+    gain: torch.Tensor | None = None,
+    reset: str = "hard",
+    surrogate: Surrogate = Surrogate(),
+    detach_reset: bool = False,
+) -> torch.Tensor:
+    """Spikes of a layer of IF/LIF/DLIF neurons over T steps, surrogate BPTT backward.
+
+    Args:
+        current: input current I, shape [T, B, ...] (membrane-potential units per step).
+        threshold: theta, a 0-dim tensor (may require grad).
+        lam: leak lambda (1.0 = IF).
+        gain: per-step input gain a[t], shape [T], or None for g[t] = 1.
+        reset: ``"hard"`` or ``"soft"``.
+        surrogate: surrogate shape for dH/du.
+        detach_reset: no gradient through the reset term.
+    Returns:
+        Spikes in {0, 1}, shape [T, B, ...], dtype of ``current``.
+    """
+    threshold = torch.as_tensor(threshold, dtype=current.dtype, device=current.device)
+    return _MultiStepSpike.apply(current, threshold, gain, float(lam), reset == "soft", surrogate, detach_reset)
+
+
+def multistep_spike_bptr(current, threshold, lam=0.99, gain=None, reset="hard"):
+    """As :func:`multistep_spike` (same forward), with the backprop-through-rate backward.
+
+    Gradient to ``current[t]``: ``mean_t'(dL/ds[t']) * 1[mean_t s > 0] * g[t]``; none to
+    threshold or gain.
+    """
+    threshold = torch.as_tensor(threshold, dtype=current.dtype, device=current.device)
+    return _MultiStepSpikeBPTR.apply(current, threshold, gain, float(lam), reset == "soft")
+
+
+class SpikingNeuron(nn.Module):
+    """A layer of multi-step spiking neurons; thin wrapper over :func:`multistep_spike`.
+
+    Input and output are [T, B, ...]. Holds ``threshold`` (parameter or buffer) and,
+    for DLIF, ``gain`` of length ``time_steps``. The gradient mode is set from outside by
+    :func:`robustsnn.estimators.estimator`; the membrane state is never stored.
+    """
+
+    def __init__(self, config: NeuronConfig, time_steps: int):
+        super().__init__()
+        self.config = config
+        th = torch.tensor(float(config.threshold))
+        if config.learn_threshold:
+            self.threshold = nn.Parameter(th)
+        else:
+            self.register_buffer("threshold", th)
+        if config.kind == "dlif":
+            self.gain = nn.Parameter(torch.ones(time_steps))
+        else:
+            self.gain = None
+        self.grad_mode = GradMode()
+
+    def effective_threshold(self) -> torch.Tensor:
+        """theta clamped to the configured floor (0-dim tensor)."""
+        return self.threshold.clamp_min(self.config.threshold_floor)
+
+    def _gain_for(self, T: int) -> torch.Tensor | None:
+        if self.gain is None:
+            return None
+        if self.gain.shape[0] != T:
+            raise ValueError(
+                f"this DLIF layer was built for T={self.gain.shape[0]} steps but got T={T}; "
+                "DLIF's per-step gain fixes T, rebuild or load the model with that T"
+            )
+        return self.gain
+
+    def forward(self, current: torch.Tensor) -> torch.Tensor:
+        """Spikes [T, B, ...] for input current [T, B, ...] (ReLU of the current in ``ann`` mode)."""
+        cfg, gm = self.config, self.grad_mode
+        gain = self._gain_for(current.shape[0])
+        if gm.mode == "ann":
+            c = current if gain is None else current * gain.view(-1, *([1] * (current.dim() - 1)))
+            return torch.relu(c)
+        theta = self.effective_threshold()
+        if gm.mode == "bptr":
+            return multistep_spike_bptr(current, theta, cfg.lam, gain, cfg.reset)
+        surrogate = gm.surrogate or cfg.surrogate
+        return multistep_spike(current, theta, cfg.lam, gain, cfg.reset, surrogate, cfg.detach_reset)
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return f"kind={c.kind}, lam={c.lam}, reset={c.reset}, surrogate={c.surrogate.label()}"
+
+
+class ReLU(nn.Module):
+    """ReLU activation of the ANN twin.
+
+    Carries a ``threshold`` buffer so that the ANN and SNN twins (IF/LIF) have the same
+    state_dict keys; ReLU itself ignores it. Conversion overwrites it with the balanced
+    threshold before copying into the SNN.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("threshold", torch.tensor(1.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x)
