@@ -1,0 +1,137 @@
+"""Checkpoints: safetensors weights + a JSON config; ``load`` rebuilds the model without pickle.
+
+A checkpoint is a directory::
+
+    model/
+      weights.safetensors   every tensor of model.state_dict() (masks included)
+      config.json           {"format": "robustsnn-checkpoint", "model": ModelConfig,
+                             "dataset": ..., "recipe": ..., "version": ..., ...}
+
+It is written to a temporary directory and swapped in atomically, so an
+interrupted save never leaves a half checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from . import __version__
+from .errors import CheckpointError
+from .io import atomic_replace_dir
+from .models import ModelConfig, TwinModel, build_from_config
+
+__all__ = ["save", "load", "read_meta", "FORMAT", "WEIGHTS", "CONFIG", "attach_buffers"]
+
+FORMAT = "robustsnn-checkpoint"
+WEIGHTS = "weights.safetensors"
+CONFIG = "config.json"
+
+
+def save(path: str | Path, model: TwinModel, *, extra_files=None, **meta) -> Path:
+    """Write ``model`` as a checkpoint directory at ``path`` (atomically).
+
+    Args:
+        path: directory to create or replace.
+        model: a :class:`TwinModel` (its ``config`` is stored).
+        extra_files: optional ``fn(tmp_dir)`` writing more files into the same atomic swap.
+        **meta: extra JSON-serialisable fields (dataset, recipe, epoch, metrics, ...).
+    Returns:
+        The checkpoint path.
+    """
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    config = {
+        "format": FORMAT,
+        "format_version": 1,
+        "version": __version__,
+        "model": model.config.to_dict(),
+        **meta,
+    }
+
+    def fill(tmp: Path) -> None:
+        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2, default=str) + "\n")
+        if extra_files is not None:
+            extra_files(tmp)
+
+    return atomic_replace_dir(path, fill)
+
+
+def _checkpoint_dir(path: str | Path) -> Path:
+    p = Path(path)
+    if p.is_file() and p.name in (WEIGHTS, CONFIG):
+        p = p.parent
+    if not p.exists():
+        raise CheckpointError(f"no checkpoint at {p}: give the directory that `robustsnn train --out` wrote (it holds {CONFIG})")
+    if p.is_dir() and not (p / CONFIG).exists() and (p / "model" / CONFIG).exists():
+        p = p / "model"  # a run directory
+    if not p.is_dir() or not (p / CONFIG).exists() or not (p / WEIGHTS).exists():
+        raise CheckpointError(
+            f"{p} is not a robustsnn checkpoint (it needs {CONFIG} and {WEIGHTS}); "
+            "point at a directory written by robustsnn"
+        )
+    return p
+
+
+def read_meta(path: str | Path) -> dict:
+    """The JSON config of a checkpoint (model config, dataset, recipe, version, ...)."""
+    p = _checkpoint_dir(path)
+    try:
+        meta = json.loads((p / CONFIG).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"cannot read {p / CONFIG}: {e}; the checkpoint is damaged, re-save it") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{p / CONFIG} is not a robustsnn checkpoint config (no 'format': '{FORMAT}')")
+    return meta
+
+
+def attach_buffers(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Register buffers (e.g. ``weight_mask``) that the file holds but a fresh model lacks."""
+    own = model.state_dict()
+    for key, value in tensors.items():
+        if key in own:
+            continue
+        module_name, _, buf = key.rpartition(".")
+        module = model.get_submodule(module_name) if module_name else model
+        module.register_buffer(buf, torch.empty_like(value))
+
+
+def load(path: str | Path, map_location: str = "cpu") -> TwinModel:
+    """Rebuild a model from a checkpoint directory (no pickle), in eval mode.
+
+    Args:
+        path: checkpoint directory, its config.json / weights file, or a run directory
+            holding ``model/``.
+    Returns:
+        The :class:`TwinModel` with its weights, thresholds and masks.
+    Raises:
+        CheckpointError: missing, foreign, damaged or inconsistent checkpoint.
+    """
+    p = _checkpoint_dir(path)
+    meta = read_meta(p)
+    try:
+        config = ModelConfig.from_dict(meta["model"])
+        model = build_from_config(config)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{p / CONFIG} has an invalid model config ({e}); was it written by a newer robustsnn?") from None
+    try:
+        tensors = load_file(str(p / WEIGHTS), device=map_location)
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"cannot read {p / WEIGHTS}: {e}; the checkpoint is damaged") from None
+    attach_buffers(model, tensors)
+    missing, unexpected = [], []
+    try:
+        result = model.load_state_dict(tensors, strict=False)
+        missing, unexpected = result.missing_keys, result.unexpected_keys
+    except RuntimeError as e:
+        raise CheckpointError(f"weights in {p} do not fit the model in its config: {str(e).splitlines()[0]}") from None
+    if missing or unexpected:
+        raise CheckpointError(
+            f"weights in {p} do not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    return model.eval()

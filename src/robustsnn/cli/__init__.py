@@ -1,0 +1,54 @@
+"""The ``robustsnn`` command. Each sub-command lives in its own module with ``register(app)``."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from ..errors import RobustSNNError
+
+app = typer.Typer(
+    name="robustsnn",
+    help="Adversarially robust, sparse and energy-efficient spiking neural networks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+from . import info, train  # noqa: E402
+
+for _module in (train, info):
+    _module.register(app)
+
+try:  # commands that arrive with later stages
+    from . import evaluate as _evaluate  # noqa: E402
+
+    _evaluate.register(app)
+except ImportError:  # pragma: no cover
+    pass
+
+
+def main() -> None:
+    """Entry point: run the app; expected errors become one line on stderr and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except (RobustSNNError, ValueError, FileNotFoundError, KeyError) as e:
+        if os.environ.get("ROBUSTSNN_DEBUG"):
+            raise
+        msg = e.args[0] if e.args else str(e)
+        print(f"error: {msg}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise

@@ -1,0 +1,165 @@
+"""``robustsnn train``: build a twin model, train it on a data set, checkpoint every epoch."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import torch
+import typer
+from rich.console import Console
+
+from ..data import dataset_info, load_dataset
+from ..errors import UsageError
+from ..models import build
+from ..train import TrainConfig, accuracy, fit
+from .config_file import merge_options, read_config
+
+__all__ = ["TRAIN_DEFAULTS", "train_from_options", "register"]
+
+#: Every option of ``robustsnn train`` with its default; config files use the same keys.
+TRAIN_DEFAULTS: dict = {
+    "model": "cnn",
+    "kind": "snn",
+    "dataset": "fashion-mnist",
+    "data_dir": None,
+    "neuron": "lif",
+    "time_steps": 4,
+    "encoding": "direct",
+    "threshold": 1.0,
+    "reset": "hard",
+    "leak": None,
+    "surrogate": "triangle",
+    "surrogate_width": 1.0,
+    "learn_threshold": False,
+    "width": 1.0,
+    "epochs": 1,
+    "batch_size": 64,
+    "lr": 0.1,
+    "optimizer": "sgd",
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "seed": 0,
+    "augment": None,
+    "train_subset": None,
+    "test_subset": None,
+    "objective": "natural",
+    "objective_params": {},
+    "out": "runs/train",
+}
+
+
+def _check_ranges(o: dict) -> None:
+    for key in ("eps", "sigma"):
+        v = o.get("objective_params", {}).get(key)
+        if v is not None and not 0 <= float(v) <= 1:
+            raise UsageError(f"{key}={v} is outside [0, 1]: budgets are in pixel units; did you mean {v}/255?")
+    if int(o["time_steps"]) < 1:
+        raise UsageError(f"time_steps must be >= 1, got {o['time_steps']}")
+
+
+def train_from_options(o: dict, *, resume: bool = False, progress: bool = True, command: str | None = None, console: Console | None = None) -> dict:
+    """Run a training job described by a merged option dict (see :data:`TRAIN_DEFAULTS`).
+
+    Returns a summary dict: out directory, history and the final full-test-set accuracy.
+    """
+    console = console or Console()
+    _check_ranges(o)
+    info = dataset_info(o["dataset"])
+    train_set = load_dataset(o["dataset"], "train", data_dir=o["data_dir"])
+    test_set = load_dataset(o["dataset"], "test", data_dir=o["data_dir"])
+    torch.manual_seed(int(o["seed"]))
+    model = build(
+        o["model"],
+        kind=o["kind"],
+        neuron=o["neuron"],
+        time_steps=int(o["time_steps"]),
+        num_classes=info.num_classes,
+        in_channels=info.in_channels,
+        image_size=info.image_size,
+        mean=info.mean,
+        std=info.std,
+        encoding=o["encoding"],
+        width=float(o["width"]),
+        threshold=float(o["threshold"]),
+        reset=o["reset"],
+        leak=o["leak"],
+        surrogate=f"{o['surrogate']}:{o['surrogate_width']}",
+        learn_threshold=bool(o["learn_threshold"]),
+    )
+    augment = o["augment"] if o["augment"] is not None else info.name not in ("fashion-mnist", "mnist")
+    config = TrainConfig(
+        epochs=int(o["epochs"]),
+        batch_size=int(o["batch_size"]),
+        lr=float(o["lr"]),
+        optimizer=o["optimizer"],
+        momentum=float(o["momentum"]),
+        weight_decay=float(o["weight_decay"]),
+        seed=int(o["seed"]),
+        augment=bool(augment),
+        train_subset=o["train_subset"],
+        test_subset=o["test_subset"],
+        objective=o["objective"],
+        objective_params=dict(o["objective_params"] or {}),
+    )
+    out = Path(o["out"])
+    n_params = sum(p.numel() for p in model.parameters())
+    console.print(
+        f"training {o['kind'].upper()} [bold]{o['model']}[/] ({n_params / 1e6:.2f}M parameters"
+        + (f", {o['neuron']} neurons, T={o['time_steps']}" if o["kind"] == "snn" else "")
+        + f") on {info.name}: {config.train_subset or len(train_set)} images x {config.epochs} epoch(s), "
+        f"objective {config.objective} -> {out}"
+    )
+    meta = {"dataset": info.name, "command": command, "options": {k: v for k, v in o.items()}}
+    history = fit(model, train_set, test_set, config, out, resume=resume, progress=progress, meta=meta)
+    final = history[-1] if history else {}
+    test_acc = final.get("test_acc")
+    if test_acc is None or final.get("test_images") != len(test_set):
+        test_acc = accuracy(model, test_set)
+    console.print(f"[bold green]test accuracy[/]: {test_acc:.2%} on the full {info.name} test set ({len(test_set)} images)")
+    console.print(f"checkpoint: {out / 'model'}   (python: robustsnn.load('{out / 'model'}'))")
+    return {"out": str(out), "history": history, "test_acc": test_acc}
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``train`` command to ``app``."""
+
+    @app.command("train")
+    def train_cmd(
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/TOML file of options; flags override it."),
+        model: Optional[str] = typer.Option(None, help="Architecture: cnn, vgg5, vgg11, vgg16, resnet19, resnet20, wrn16_4."),
+        kind: Optional[str] = typer.Option(None, help="snn or ann."),
+        dataset: Optional[str] = typer.Option(None, help="fashion-mnist (default), mnist, cifar10, cifar100, svhn, tiny-imagenet."),
+        data_dir: Optional[str] = typer.Option(None, help="Folder holding the data set files."),
+        neuron: Optional[str] = typer.Option(None, help="if, lif or dlif."),
+        time_steps: Optional[int] = typer.Option(None, "--time-steps", "-T", help="Simulation steps T."),
+        encoding: Optional[str] = typer.Option(None, help="direct or poisson."),
+        threshold: Optional[float] = typer.Option(None, help="Initial firing threshold."),
+        reset: Optional[str] = typer.Option(None, help="hard or soft."),
+        leak: Optional[float] = typer.Option(None, help="Leak lambda in [0,1] (default: 0.99 LIF/DLIF, 1 IF)."),
+        surrogate: Optional[str] = typer.Option(None, help="triangle, exp, exp-d, rectangle, ste, sigmoid, atan, pdsg."),
+        surrogate_width: Optional[float] = typer.Option(None, help="Surrogate width gamma."),
+        learn_threshold: Optional[bool] = typer.Option(None, "--learn-threshold/--fixed-threshold"),
+        width: Optional[float] = typer.Option(None, help="Channel multiplier."),
+        epochs: Optional[int] = typer.Option(None),
+        batch_size: Optional[int] = typer.Option(None),
+        lr: Optional[float] = typer.Option(None),
+        optimizer: Optional[str] = typer.Option(None, help="sgd or adam."),
+        momentum: Optional[float] = typer.Option(None),
+        weight_decay: Optional[float] = typer.Option(None),
+        seed: Optional[int] = typer.Option(None),
+        augment: Optional[bool] = typer.Option(None, "--augment/--no-augment"),
+        train_subset: Optional[int] = typer.Option(None, help="Train on this many images (seeded subset)."),
+        test_subset: Optional[int] = typer.Option(None, help="Per-epoch test on this many images (the final line always uses all)."),
+        objective: Optional[str] = typer.Option(None, help="Training objective (natural, ...)."),
+        out: Optional[str] = typer.Option(None, "--out", "-o", help="Run directory."),
+        resume: bool = typer.Option(False, "--resume", help="Continue the run in --out after its last finished epoch."),
+        no_progress: bool = typer.Option(False, "--no-progress", help="No live progress bar."),
+    ):
+        """Train a model; checkpoint each epoch to OUT/model; print full-test-set accuracy."""
+        flags = {k: v for k, v in locals().items() if k not in ("config", "resume", "no_progress")}
+        opts = merge_options(TRAIN_DEFAULTS, read_config(config), flags)
+        command = "robustsnn " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        train_from_options(opts, resume=resume, progress=not no_progress, command=command)

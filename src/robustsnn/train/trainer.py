@@ -1,0 +1,226 @@
+"""The shared training loop: one objective, SGD/Adam with cosine decay, atomic per-epoch
+checkpoints and exact resume.
+
+Run directory written by :func:`fit`::
+
+    OUT/model/     checkpoint (robustsnn.load reads it) + optimizer state + history,
+                   swapped in atomically at the end of every epoch
+    OUT/log.json   one entry per finished epoch (loss, train/test accuracy, images/s, lr)
+
+Reproducibility: epoch ``e`` seeds the data order/augmentation and torch's RNG from
+``(seed, e)`` alone, and the learning rate is a function of the global step, so
+resuming after epoch ``e`` ends with the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+
+from .. import checkpoint
+from ..data import ArrayDataset, batches, num_batches
+from ..errors import CheckpointError, UsageError
+from ..io import atomic_write_json
+from ..sparsity import apply_masks
+from .objectives import Objective, make_objective
+from .optim import cosine_lr, load_optimizer, make_optimizer, save_optimizer
+
+__all__ = ["TrainConfig", "fit", "accuracy"]
+
+PostStep = Callable[[nn.Module], None]
+
+
+@dataclass
+class TrainConfig:
+    """Recipe of a training run (stored in the checkpoint as ``recipe``).
+
+    Attributes:
+        epochs: number of passes over the (sub)set.
+        batch_size: images per step.
+        lr: initial learning rate (cosine-decayed to 0 over all steps).
+        optimizer: ``"sgd"`` (momentum) or ``"adam"``.
+        momentum, weight_decay: optimiser settings.
+        seed: fixes init (by the caller), data order, augmentation and attack randomness.
+        augment: random crop/flip as the data set defines.
+        train_subset: train on this many images (a seeded random subset), None = all.
+        test_subset: evaluate on this many test images after each epoch, None = all.
+        objective: objective name (see ``available_objectives()``).
+        objective_params: its parameters (eps, beta, sigma, ...).
+    """
+
+    epochs: int = 1
+    batch_size: int = 64
+    lr: float = 0.1
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0
+    augment: bool = False
+    train_subset: int | None = None
+    test_subset: int | None = None
+    objective: str = "natural"
+    objective_params: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise UsageError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise UsageError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise UsageError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise UsageError(f"weight_decay must be >= 0, got {self.weight_decay}")
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data: ArrayDataset, batch_size: int = 500) -> float:
+    """Clean top-1 accuracy (fraction in [0, 1]) of ``model`` on every image of ``data``."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for x, y in batches(data, batch_size, shuffle=False, seed=0):
+        correct += int((model(x).argmax(1) == y).sum())
+    model.train(was_training)
+    return correct / max(1, len(data))
+
+
+def _seeded_subset(data: ArrayDataset, n: int | None, seed: int) -> ArrayDataset:
+    if n is None or n >= len(data):
+        return data
+    g = torch.Generator().manual_seed(seed)
+    return data.subset(torch.randperm(len(data), generator=g)[:n])
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}  acc {task.fields[acc]:5.1%}  {task.fields[ips]:.0f} img/s"),
+        TimeRemainingColumn(),
+    )
+
+
+def fit(
+    model: nn.Module,
+    train_set: ArrayDataset,
+    test_set: ArrayDataset | None,
+    config: TrainConfig,
+    out: str | Path,
+    *,
+    objective: Objective | None = None,
+    post_step: list[PostStep] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    meta: dict | None = None,
+    stop_after_epoch: int | None = None,
+) -> list[dict]:
+    """Train ``model`` in place and checkpoint it to ``out/model`` after every epoch.
+
+    Args:
+        model: a TwinModel (ANN or SNN); its parameters' requires_grad decides what trains.
+        train_set, test_set: in-memory data sets (test_set may be None).
+        config: the recipe.
+        out: run directory.
+        objective: overrides ``config.objective`` (for objectives built in code).
+        post_step: callbacks run after every optimiser step (masks are always re-applied).
+        resume: continue from ``out/model`` (which must exist) after its last finished epoch.
+        progress: show a live progress bar.
+        meta: extra fields for the checkpoint config (dataset name, command, ...).
+        stop_after_epoch: end after this epoch (used to test interruption).
+    Returns:
+        The history: one dict per finished epoch.
+    """
+    out = Path(out)
+    ckpt_dir = out / "model"
+    objective = objective or make_objective(config.objective, **config.objective_params)
+    opt = make_optimizer(model, config.optimizer, config.lr, config.momentum, config.weight_decay)
+    train_data = _seeded_subset(train_set, config.train_subset, config.seed)
+    test_data = _seeded_subset(test_set, config.test_subset, config.seed + 1) if test_set is not None else None
+    steps_per_epoch = num_batches(train_data, config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+
+    history: list[dict] = []
+    start_epoch = 0
+    if resume:
+        if not (ckpt_dir / checkpoint.CONFIG).exists():
+            raise CheckpointError(f"--resume: nothing to resume in {out} (no {ckpt_dir / checkpoint.CONFIG}); drop --resume to start")
+        saved = checkpoint.read_meta(ckpt_dir)
+        history = list(saved.get("history", []))
+        start_epoch = int(saved.get("epoch", 0))
+        resumed = checkpoint.load(ckpt_dir)
+        model.load_state_dict(resumed.state_dict())
+        if (ckpt_dir / "optimizer.safetensors").exists():
+            load_optimizer(opt, ckpt_dir / "optimizer.safetensors", ckpt_dir / "optimizer.json")
+
+    hooks = list(post_step or [])
+    bar = _progress() if progress else None
+    if bar:
+        bar.start()
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            torch.manual_seed(config.seed * 100003 + epoch)
+            model.train()
+            task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=steps_per_epoch, loss=0.0, acc=0.0, ips=0.0) if bar else None
+            seen = correct = 0
+            loss_sum = 0.0
+            t0 = time.perf_counter()
+            for i, (x, y) in enumerate(
+                batches(train_data, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch, augment=config.augment)
+            ):
+                step = epoch * steps_per_epoch + i
+                for group in opt.param_groups:
+                    group["lr"] = cosine_lr(config.lr, step, total_steps)
+                loss, logits = objective(model, x, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                apply_masks(model)
+                for hook in hooks:
+                    hook(model)
+                seen += len(y)
+                correct += int((logits.detach().argmax(1) == y).sum())
+                loss_sum += float(loss.detach()) * len(y)
+                if bar:
+                    bar.update(task, advance=1, loss=loss_sum / seen, acc=correct / seen, ips=seen / (time.perf_counter() - t0))
+            seconds = time.perf_counter() - t0
+            entry = {
+                "epoch": epoch + 1,
+                "loss": loss_sum / max(1, seen),
+                "train_acc": correct / max(1, seen),
+                "images_per_s": seen / seconds,
+                "seconds": seconds,
+                "lr_end": opt.param_groups[0]["lr"],
+            }
+            if test_data is not None:
+                entry["test_acc"] = accuracy(model, test_data)
+                entry["test_images"] = len(test_data)
+            history.append(entry)
+            _save_epoch(ckpt_dir, model, opt, config, epoch + 1, history, meta or {})
+            atomic_write_json(out / "log.json", {"recipe": asdict(config), "history": history})
+            if bar:
+                msg = f"epoch {epoch + 1}: loss {entry['loss']:.3f}, train acc {entry['train_acc']:.1%}"
+                if "test_acc" in entry:
+                    msg += f", test acc {entry['test_acc']:.1%} ({entry['test_images']} images)"
+                bar.console.print(msg)
+            if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+                break
+    finally:
+        if bar:
+            bar.stop()
+    return history
+
+
+def _save_epoch(ckpt_dir: Path, model, opt, config: TrainConfig, epoch: int, history: list, meta: dict) -> None:
+    """Checkpoint + optimiser state + history in one atomic directory swap."""
+    def fill(tmp: Path) -> None:
+        save_optimizer(opt, tmp / "optimizer.safetensors", tmp / "optimizer.json")
+
+    # checkpoint.save builds the directory; the optimiser files are added inside the same swap.
+    checkpoint.save(ckpt_dir, model, recipe=asdict(config), epoch=epoch, history=history, extra_files=fill, **meta)
