@@ -13,7 +13,7 @@ import torch
 from robustsnn.neurons import NeuronConfig, SpikingNeuron, multistep_spike, multistep_spike_bptr
 from robustsnn.surrogates import SURROGATES, Surrogate, surrogate_grad
 
-torch.set_default_dtype(torch.float64)
+D = torch.float64  # the reference runs in double precision
 
 
 def ref_surrogate(u, name, width, alpha):
@@ -23,7 +23,7 @@ def ref_surrogate(u, name, width, alpha):
     if name in ("exp", "exp-d"):
         return alpha * torch.exp(-width * u.abs())
     if name == "rectangle":
-        return (u.abs() < width / 2).double() / width
+        return (u.abs() < width / 2).to(u.dtype) / width
     if name == "ste":
         return torch.ones_like(u)
     if name == "sigmoid":
@@ -39,7 +39,7 @@ class RefSpike(torch.autograd.Function):
     def forward(ctx, u, name, width, alpha):
         ctx.save_for_backward(u)
         ctx.args = (name, width, alpha)
-        return (u >= 0).double()
+        return (u >= 0).to(u.dtype)
 
     @staticmethod
     def backward(ctx, g):
@@ -70,10 +70,10 @@ CASES = [
 
 def _inputs(T=6, shape=(3, 5, 4), seed=0):
     g = torch.Generator().manual_seed(seed)
-    current = (torch.rand(T, *shape, generator=g) * 1.6 - 0.2).requires_grad_(True)
-    theta = torch.tensor(0.7, requires_grad=True)
-    gain = (1 + 0.3 * torch.rand(T, generator=g)).requires_grad_(True)
-    upstream = torch.randn(T, *shape, generator=g)
+    current = (torch.rand(T, *shape, generator=g, dtype=D) * 1.6 - 0.2).requires_grad_(True)
+    theta = torch.tensor(0.7, dtype=D, requires_grad=True)
+    gain = (1 + 0.3 * torch.rand(T, generator=g, dtype=D)).requires_grad_(True)
+    upstream = torch.randn(T, *shape, generator=g, dtype=D)
     return current, theta, gain, upstream
 
 
@@ -115,7 +115,7 @@ def test_float32_module_matches_reference(kind, lam, reset):
     (s * up.float()).sum().backward()
     x64 = current.detach().clone().requires_grad_(True)
     gain = layer.gain.detach().double() if layer.gain is not None else None
-    r = reference(x64, torch.tensor(0.7), lam, gain, reset, "triangle", 1.0, 1.0)
+    r = reference(x64, torch.tensor(0.7, dtype=D), lam, gain, reset, "triangle", 1.0, 1.0)
     (r * up).sum().backward()
     assert torch.equal(s.double(), r)
     torch.testing.assert_close(x.grad.double(), x64.grad, atol=1e-5, rtol=1e-5)
@@ -125,15 +125,15 @@ def test_gradients_against_finite_differences_on_smooth_part():
     """With the STE surrogate, a detached reset and no spike, the surrogate gradient is the exact
     gradient of sum_t up[t]*(m[t]-theta) along the membrane path: check it by finite differences."""
     T = 5
-    current = torch.rand(T, 4) * 0.1  # never reaches threshold 1
+    current = torch.rand(T, 4, dtype=D) * 0.1  # never reaches threshold 1
     current.requires_grad_(True)
-    up = torch.randn(T, 4)
-    s = multistep_spike(current, torch.tensor(1.0), 0.9, None, "hard", Surrogate("ste"), detach_reset=True)
+    up = torch.randn(T, 4, dtype=D)
+    s = multistep_spike(current, torch.tensor(1.0, dtype=D), 0.9, None, "hard", Surrogate("ste"), detach_reset=True)
     assert s.sum() == 0
     (s * up).sum().backward()
 
     def smooth(i):
-        v, tot = torch.zeros(4), 0.0
+        v, tot = torch.zeros(4, dtype=D), 0.0
         for t in range(T):
             m = 0.9 * v + i[t]
             tot = tot + (up[t] * (m - 1.0)).sum()
@@ -143,7 +143,7 @@ def test_gradients_against_finite_differences_on_smooth_part():
     eps = 1e-6
     fd = torch.zeros_like(current)
     for idx in range(current.numel()):
-        d = torch.zeros(current.numel())
+        d = torch.zeros(current.numel(), dtype=D)
         d[idx] = eps
         d = d.view_as(current)
         fd.view(-1)[idx] = (smooth(current.detach() + d) - smooth(current.detach() - d)) / (2 * eps)
@@ -159,12 +159,12 @@ def test_no_state_between_calls():
 def test_bptr_gradient_is_rate_gradient():
     """BPTR: grad to I[t] = mean_t'(upstream) * 1[rate > 0], broadcast over T."""
     T = 4
-    current = torch.tensor([[2.0, 0.1], [0.0, 0.1], [2.0, 0.1], [0.0, 0.1]]).requires_grad_(True)
-    up = torch.tensor([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0], [4.0, 4.0]])
+    current = torch.tensor([[2.0, 0.1], [0.0, 0.1], [2.0, 0.1], [0.0, 0.1]], dtype=D).requires_grad_(True)
+    up = torch.tensor([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0], [4.0, 4.0]], dtype=D)
     s = multistep_spike_bptr(current, torch.tensor(1.0), 1.0, None, "hard")
     (s * up).sum().backward()
     # neuron 0 fires (rate 0.5), neuron 1 never does
-    expected = torch.tensor([[2.5, 0.0]] * T)
+    expected = torch.tensor([[2.5, 0.0]] * T, dtype=D)
     torch.testing.assert_close(current.grad, expected)
 
 
@@ -172,7 +172,7 @@ def test_pdsg_width_scales_with_membrane_spread():
     """pdsg: a layer with twice the potential spread gets a twice wider surrogate."""
     sur = Surrogate("pdsg", 1.0)
     g = torch.Generator().manual_seed(1)
-    i = torch.randn(3, 200, generator=g).requires_grad_(True)
+    i = torch.randn(3, 200, generator=g, dtype=D).requires_grad_(True)
     multistep_spike(i, torch.tensor(0.0), 0.0, None, "hard", sur).sum().backward()
     g1 = i.grad.clone()
     i2 = (2 * i.detach()).requires_grad_(True)
@@ -184,7 +184,7 @@ def test_pdsg_width_scales_with_membrane_spread():
 @pytest.mark.parametrize("name", SURROGATES)
 def test_surrogates_integrate_to_about_one(name):
     """Every shape but STE is a density-like bump around 0 (integral ~1 for the default scales)."""
-    u = torch.linspace(-40, 40, 400001)
+    u = torch.linspace(-40, 40, 400001, dtype=D)
     sur = Surrogate(name, 1.0)
     width = 1.0
     g = surrogate_grad(u, sur, width)

@@ -23,7 +23,7 @@ from ..encoding import ENCODINGS, encode, readout
 from ..layers import Normalize
 from ..neurons import GradMode, NeuronConfig, ReLU, SpikingNeuron
 
-__all__ = ["ModelConfig", "TwinModel", "ActivationFactory", "spiking_layers"]
+__all__ = ["ModelConfig", "TwinModel", "ActivationFactory", "spiking_layers", "scaled_channels"]
 
 ActivationFactory = Callable[[], nn.Module]
 
@@ -149,6 +149,11 @@ class TwinModel(nn.Module):
                     n.grad_mode = g
             return exact + (proxy - proxy.detach())
         return readout(self.forward_steps(x, time_steps))
+
+
+def scaled_channels(config: ModelConfig, n: int) -> int:
+    """``n`` channels scaled by ``config.width`` (at least 1)."""
+    return max(1, int(round(n * config.width)))
 
 
 def activation_factory(config: ModelConfig) -> ActivationFactory:

@@ -9,18 +9,15 @@ from __future__ import annotations
 from torch import nn
 
 from .. import layers as L
-from .base import ActivationFactory, ModelConfig
+from .base import ActivationFactory, ModelConfig, scaled_channels
 from .registry import register
 
-
-def _ch(config: ModelConfig, n: int) -> int:
-    return max(1, int(round(n * config.width)))
 
 
 @register("cnn")
 def small_cnn(config: ModelConfig, act: ActivationFactory) -> nn.Module:
     """Body of the small CNN; input [B, C, H, W] or [T, B, C, H, W], H divisible by 4."""
-    c1, c2, h = _ch(config, 32), _ch(config, 64), _ch(config, 128)
+    c1, c2, h = scaled_channels(config, 32), scaled_channels(config, 64), scaled_channels(config, 128)
     side = config.image_size // 4
     return nn.Sequential(
         L.Conv2d(config.in_channels, c1, 3, padding=1, bias=False),

@@ -35,14 +35,11 @@ import torch
 from torch import nn
 
 from .. import layers as L
-from .base import ActivationFactory, ModelConfig
+from .base import ActivationFactory, ModelConfig, scaled_channels
 from .registry import register
 
 __all__ = ["BasicBlock", "resnet19", "resnet20"]
 
-
-def _ch(config: ModelConfig, n: int) -> int:
-    return max(1, int(round(n * config.width)))
 
 
 class BasicBlock(nn.Module):
@@ -96,12 +93,12 @@ def _resnet(
     hidden: int | None,
 ) -> nn.Module:
     """Stem conv, stages of (channels, blocks, stride), GAP, optional fc-act, readout."""
-    c = _ch(config, stem)
+    c = scaled_channels(config, stem)
     parts: list[tuple[str, nn.Module]] = [
         ("stem", nn.Sequential(L.Conv2d(config.in_channels, c, 3, padding=1, bias=False), L.BatchNorm2d(c), act()))
     ]
     for i, (channels, blocks, stride) in enumerate(stages, start=1):
-        out = _ch(config, channels)
+        out = scaled_channels(config, channels)
         stage = []
         for b in range(blocks):
             stage.append(BasicBlock(c, out, stride if b == 0 else 1, act))
@@ -109,7 +106,7 @@ def _resnet(
         parts.append((f"layer{i}", nn.Sequential(*stage)))
     head: list[nn.Module] = [L.AdaptiveAvgPool2d(1), L.Flatten()]
     if hidden is not None:
-        h = _ch(config, hidden)
+        h = scaled_channels(config, hidden)
         head += [L.Linear(c, h), act()]
         c = h
     head.append(L.Linear(c, config.num_classes))

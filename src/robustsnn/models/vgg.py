@@ -33,7 +33,7 @@ from collections import OrderedDict
 from torch import nn
 
 from .. import layers as L
-from .base import ActivationFactory, ModelConfig
+from .base import ActivationFactory, ModelConfig, scaled_channels
 from .registry import register
 
 __all__ = ["vgg5", "vgg11", "vgg16", "VGG_FEATURES"]
@@ -45,9 +45,6 @@ VGG_FEATURES: dict[str, list] = {
     "vgg16": [64, 64, "A", 128, 128, "A", 256, 256, 256, "A", 512, 512, 512, "A", 512, 512, 512],
 }
 
-
-def _ch(config: ModelConfig, n: int) -> int:
-    return max(1, int(round(n * config.width)))
 
 
 def _features(config: ModelConfig, act: ActivationFactory, spec: list) -> tuple[nn.Sequential, int, int]:
@@ -61,7 +58,7 @@ def _features(config: ModelConfig, act: ActivationFactory, spec: list) -> tuple[
             if side < 1:
                 raise ValueError(f"image_size {config.image_size} is too small for this VGG")
         else:
-            out = _ch(config, item)
+            out = scaled_channels(config, item)
             layers += [L.Conv2d(c, out, 3, padding=1, bias=False), L.BatchNorm2d(out), act()]
             c = out
     return nn.Sequential(*layers), c, side
@@ -78,7 +75,7 @@ def _init(body: nn.Module) -> nn.Module:
 
 def _vgg(config: ModelConfig, act: ActivationFactory, name: str, hidden: int, global_pool: bool) -> nn.Module:
     features, c, side = _features(config, act, VGG_FEATURES[name])
-    h = _ch(config, hidden)
+    h = scaled_channels(config, hidden)
     if global_pool:
         head = [L.AdaptiveAvgPool2d(1), L.Flatten(), L.Linear(c, h)]
     else:

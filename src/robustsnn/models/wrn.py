@@ -33,14 +33,11 @@ import torch
 from torch import nn
 
 from .. import layers as L
-from .base import ActivationFactory, ModelConfig
+from .base import ActivationFactory, ModelConfig, scaled_channels
 from .registry import register
 
 __all__ = ["PreActBlock", "wide_resnet", "wrn16_4"]
 
-
-def _ch(config: ModelConfig, n: int) -> int:
-    return max(1, int(round(n * config.width)))
 
 
 class PreActBlock(nn.Module):
@@ -78,10 +75,10 @@ def wide_resnet(config: ModelConfig, act: ActivationFactory, depth: int, widen: 
     if (depth - 4) % 6:
         raise ValueError(f"WRN depth must be 6n + 4, got {depth}")
     n = (depth - 4) // 6
-    c = _ch(config, 16)
+    c = scaled_channels(config, 16)
     parts: list[tuple[str, nn.Module]] = [("stem", L.Conv2d(config.in_channels, c, 3, padding=1, bias=False))]
     for i, (channels, stride) in enumerate([(16 * widen, 1), (32 * widen, 2), (64 * widen, 2)], start=1):
-        out = _ch(config, channels)
+        out = scaled_channels(config, channels)
         blocks = []
         for b in range(n):
             blocks.append(PreActBlock(c, out, stride if b == 0 else 1, act))
