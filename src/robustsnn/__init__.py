@@ -1,7 +1,14 @@
-"""robustsnn: adversarially robust, sparse and energy-efficient spiking neural networks."""
+"""robustsnn: adversarially robust, sparse and energy-efficient spiking neural networks.
+
+>>> import robustsnn
+>>> model = robustsnn.load("runs/demo/model")      # safetensors + JSON, no pickle
+>>> logits = model(images)                           # images in [0, 1], [B, C, H, W]
+"""
 
 __version__ = "0.1.0"
 
+from .checkpoint import load, save  # noqa: E402
+from .estimators import estimator  # noqa: E402
 from .models import build  # noqa: E402
 
-__all__ = ["build", "__version__"]
+__all__ = ["build", "load", "save", "estimator", "__version__"]

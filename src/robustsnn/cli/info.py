@@ -21,9 +21,9 @@ def describe(path: str | Path) -> dict:
     model = checkpoint.load(path)
     neurons = []
     for name, n in spiking_layers(model):
-        row = {"layer": name, "threshold": float(n.effective_threshold())}
+        row = {"layer": name, "threshold": float(n.effective_threshold().detach())}
         if n.gain is not None:
-            row["gain"] = [round(float(g), 4) for g in n.gain]
+            row["gain"] = [round(float(g), 4) for g in n.gain.detach()]
         neurons.append(row)
     history = meta.get("history") or []
     return {

@@ -1,0 +1,26 @@
+"""Small shared fixtures for the tests: tiny data sets and tiny models."""
+
+from __future__ import annotations
+
+import torch
+
+from robustsnn.data import ArrayDataset, dataset_info
+from robustsnn.models import build
+
+
+def synthetic_fmnist(n: int = 256, seed: int = 0) -> ArrayDataset:
+    """A Fashion-MNIST-shaped set whose class is a bright 7x7 block at one of 10 places."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    images = (torch.rand(n, 1, 28, 28, generator=g) * 60).to(torch.uint8)
+    for i, c in enumerate(labels.tolist()):
+        r, col = divmod(c, 5)
+        images[i, 0, 3 + 12 * r: 10 + 12 * r, 1 + 5 * col: 6 + 5 * col] = 230
+    return ArrayDataset(images, labels, dataset_info("fashion-mnist"))
+
+
+def tiny_snn(kind: str = "snn", neuron: str = "lif", time_steps: int = 2, **kw):
+    """The default CNN at a quarter width (fast enough for unit tests)."""
+    torch.manual_seed(0)
+    info = dataset_info("fashion-mnist")
+    return build("cnn", kind=kind, neuron=neuron, time_steps=time_steps, width=0.25, mean=info.mean, std=info.std, **kw)
