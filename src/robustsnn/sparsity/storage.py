@@ -242,6 +242,8 @@ def unpack_state_dict(tensors: dict[str, torch.Tensor], layout: dict) -> dict[st
     if not isinstance(layout, dict) or layout.get("format") != LAYOUT_FORMAT:
         raise CheckpointError(f"not a sparse layout (no 'format': '{LAYOUT_FORMAT}')")
     entries = layout.get("tensors", {})
+    device = next(iter(tensors.values())).device if tensors else torch.device("cpu")
+    tensors = {k: v.cpu() for k, v in tensors.items()}  # rebuilt on the CPU, returned on the input's device
     packed = set()
     for key in entries:
         packed.update(k for k in (key + "@values", key + "@col_index", key + "@row_ptr", key + "@bitmap"))
@@ -296,7 +298,7 @@ def unpack_state_dict(tensors: dict[str, torch.Tensor], layout: dict) -> dict[st
             else:
                 raise CheckpointError(f"unknown mask encoding {menc!r} for {m['key']!r}")
             sd[m["key"]] = mask.to(mdtype)
-    return sd
+    return {k: v.to(device) for k, v in sd.items()}
 
 
 def export_sparse(ckpt: str | Path, out: str | Path) -> dict:
@@ -323,7 +325,7 @@ def export_sparse(ckpt: str | Path, out: str | Path) -> dict:
     meta.update(sparse=layout, sparse_bytes=plan["sparse_bytes"], dense_bytes=plan["dense_bytes"])
 
     def fill(tmp: Path) -> None:
-        save_file(tensors, str(tmp / checkpoint.WEIGHTS), metadata={"format": checkpoint.FORMAT, "sparse": LAYOUT_FORMAT})
+        save_file(tensors, str(tmp / checkpoint.WEIGHTS), metadata={"format": checkpoint.FORMAT})
         (tmp / checkpoint.CONFIG).write_text(json.dumps(meta, indent=2, default=str) + "\n")
 
     path = atomic_replace_dir(out, fill)
