@@ -14,7 +14,7 @@ from rich.console import Console
 from ..data import dataset_info, load_dataset
 from ..errors import UsageError
 from ..models import build
-from ..train import TrainConfig, accuracy, fit
+from ..train import TrainConfig, accuracy, fit, make_objective
 from .config_file import merge_options, read_config
 
 __all__ = ["TRAIN_DEFAULTS", "train_from_options", "register"]
@@ -46,16 +46,42 @@ TRAIN_DEFAULTS: dict = {
     "train_subset": None,
     "test_subset": None,
     "objective": "natural",
+    "eps": None,
+    "sigma": None,
+    "attack_steps": None,
+    "step_size": None,
+    "beta": None,
+    "inner": None,
+    "train_estimator": None,
+    "clean_weight": None,
+    "mppd": None,
+    "mppd_layers": None,
     "objective_params": {},
+    "parseval": 0.0,
     "out": "runs/train",
 }
 
 
-def _check_ranges(o: dict) -> None:
+#: flat option name -> objective parameter name
+OBJECTIVE_OPTIONS = {
+    "eps": "eps", "sigma": "sigma", "attack_steps": "steps", "step_size": "step_size", "beta": "beta",
+    "inner": "inner", "train_estimator": "estimator", "clean_weight": "clean_weight", "mppd": "mppd",
+    "mppd_layers": "mppd_layers",
+}
+
+
+def objective_params(o: dict) -> dict:
+    """Objective parameters from the flat options (given ones only) merged over ``objective_params``."""
+    params = dict(o.get("objective_params") or {})
+    params.update({OBJECTIVE_OPTIONS[k]: o[k] for k in OBJECTIVE_OPTIONS if o.get(k) is not None})
     for key in ("eps", "sigma"):
-        v = o.get("objective_params", {}).get(key)
+        v = params.get(key)
         if v is not None and not 0 <= float(v) <= 1:
             raise UsageError(f"{key}={v} is outside [0, 1]: budgets are in pixel units; did you mean {v}/255?")
+    return params
+
+
+def _check_ranges(o: dict) -> None:
     if int(o["time_steps"]) < 1:
         raise UsageError(f"time_steps must be >= 1, got {o['time_steps']}")
 
@@ -102,8 +128,10 @@ def train_from_options(o: dict, *, resume: bool = False, progress: bool = True, 
         train_subset=o["train_subset"],
         test_subset=o["test_subset"],
         objective=o["objective"],
-        objective_params=dict(o["objective_params"] or {}),
+        objective_params=objective_params(o),
+        parseval=float(o["parseval"] or 0.0),
     )
+    make_objective(config.objective, **config.objective_params)  # fail fast on a bad option
     out = Path(o["out"])
     n_params = sum(p.numel() for p in model.parameters())
     console.print(
@@ -153,7 +181,18 @@ def register(app: typer.Typer) -> None:
         augment: Optional[bool] = typer.Option(None, "--augment/--no-augment"),
         train_subset: Optional[int] = typer.Option(None, help="Train on this many images (seeded subset)."),
         test_subset: Optional[int] = typer.Option(None, help="Per-epoch test on this many images (the final line always uses all)."),
-        objective: Optional[str] = typer.Option(None, help="Training objective (natural, ...)."),
+        objective: Optional[str] = typer.Option(None, help="natural, gaussian, fgsm, rfgsm, rfgsm-stable, pgd, trades, mart."),
+        eps: Optional[float] = typer.Option(None, help="Attack budget in pixel units (L-inf), e.g. 0.1."),
+        sigma: Optional[float] = typer.Option(None, help="Gaussian objective: noise std in pixel units."),
+        attack_steps: Optional[int] = typer.Option(None, help="Inner attack steps (pgd, trades, mart)."),
+        step_size: Optional[float] = typer.Option(None, help="Inner attack step size (default 2.5*eps/steps)."),
+        beta: Optional[float] = typer.Option(None, help="TRADES (6) / MART (4) weight."),
+        inner: Optional[str] = typer.Option(None, help="TRADES inner attack: pgd or rfgsm."),
+        train_estimator: Optional[str] = typer.Option(None, help="Gradient estimator of the training attack (default: the neuron's surrogate)."),
+        clean_weight: Optional[float] = typer.Option(None, help="chi: weight of the clean CE next to the perturbed CE."),
+        mppd: Optional[float] = typer.Option(None, help="rho: weight of the MPPD regulariser (0 = off)."),
+        mppd_layers: Optional[str] = typer.Option(None, help="MPPD layers: last (default), all, or indices '0,2'."),
+        parseval: Optional[float] = typer.Option(None, help="Parseval retraction beta after each step (0 = off; forces weight decay 0)."),
         out: Optional[str] = typer.Option(None, "--out", "-o", help="Run directory."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out after its last finished epoch."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No live progress bar."),

@@ -29,6 +29,7 @@ from ..errors import CheckpointError, UsageError
 from ..io import atomic_write_json
 from ..sparsity import apply_masks
 from .objectives import Objective, make_objective
+from .parseval import ParsevalStep
 from .optim import cosine_lr, load_optimizer, make_optimizer, save_optimizer
 
 __all__ = ["TrainConfig", "fit", "accuracy"]
@@ -51,7 +52,9 @@ class TrainConfig:
         train_subset: train on this many images (a seeded random subset), None = all.
         test_subset: evaluate on this many test images after each epoch, None = all.
         objective: objective name (see ``available_objectives()``).
-        objective_params: its parameters (eps, beta, sigma, ...).
+        objective_params: its parameters (eps, beta, sigma, mppd, ...).
+        parseval: Parseval retraction strength beta after every step (0 = off; weight decay
+            is forced to 0 when it is on, as in the seeds).
     """
 
     epochs: int = 1
@@ -66,8 +69,13 @@ class TrainConfig:
     test_subset: int | None = None
     objective: str = "natural"
     objective_params: dict = field(default_factory=dict)
+    parseval: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.parseval < 0:
+            raise UsageError(f"parseval beta must be >= 0, got {self.parseval}")
+        if self.parseval > 0:
+            self.weight_decay = 0.0
         if self.epochs < 1:
             raise UsageError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -160,6 +168,8 @@ def fit(
             load_optimizer(opt, ckpt_dir / "optimizer.safetensors", ckpt_dir / "optimizer.json")
 
     hooks = list(post_step or [])
+    if config.parseval > 0:
+        hooks.append(ParsevalStep(config.parseval))
     bar = _progress() if progress else None
     if bar:
         bar.start()
@@ -181,9 +191,9 @@ def fit(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                apply_masks(model)
                 for hook in hooks:
                     hook(model)
+                apply_masks(model)
                 seen += len(y)
                 correct += int((logits.detach().argmax(1) == y).sum())
                 loss_sum += float(loss.detach()) * len(y)
