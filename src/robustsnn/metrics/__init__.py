@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .energy import EnergyModel, compare_energy, energy
+from .energy import EnergyModel, compare_energy, energy_pj
 from .memory import memory_report
 from .ops import OpRecorder, count_ops, fanout
 from .recording import iter_images, record
@@ -28,7 +28,7 @@ __all__ = [
     "compare_energy",
     "count_ops",
     "efficiency",
-    "energy",
+    "energy_pj",
     "fanout",
     "iter_images",
     "memory_report",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-__all__ = ["EnergyModel", "energy", "compare_energy"]
+__all__ = ["EnergyModel", "energy_pj", "compare_energy"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class EnergyModel:
         return asdict(self)
 
 
-def energy(macs: float, sops: float, model: EnergyModel = EnergyModel()) -> float:
+def energy_pj(macs: float, sops: float, model: EnergyModel = EnergyModel()) -> float:
     """Energy in pJ of ``macs`` multiply-accumulates and ``sops`` accumulates."""
     return model.e_mac_pj * float(macs) + model.e_ac_pj * float(sops)
 
@@ -52,7 +52,7 @@ def compare_energy(ops: dict, model: EnergyModel = EnergyModel()) -> dict:
     """
     variants = {}
     for name, t in ops["totals"].items():
-        variants[name] = {"macs": t["macs"], "sops": t["sops"], "energy_pj": energy(t["macs"], t["sops"], model)}
+        variants[name] = {"macs": t["macs"], "sops": t["sops"], "energy_pj": energy_pj(t["macs"], t["sops"], model)}
     base = variants["snn"]["energy_pj"] if "snn" in variants else variants["ann"]["energy_pj"]
     savings = {k: (v["energy_pj"] / base if base > 0 else None) for k, v in variants.items()}
     return {"model": model.to_dict(), "unit": "pJ per image", "variants": variants, "savings": savings}
