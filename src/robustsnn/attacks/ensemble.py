@@ -1,0 +1,337 @@
+"""PGD_ens: an ensemble of (attack, gradient estimator) members with a per-sample worst case.
+
+Each member attacks from the clean image. With early exit (the default) a
+member only sees the samples that every earlier member failed to break; the
+robust accuracy is the share of samples that no member breaks. A record says
+which member broke each sample (DESIGN.md section 7; the conversion paper's
+PGD_ens over 19 gradient estimators).
+
+Verdicts are the model's prediction on the adversarial image (the majority over
+``votes`` passes for a stochastic model). Because attack randomness is keyed by
+sample index, not by batch position, early exit gives the same verdicts as
+running every member on every sample (``early_exit=False``), which also records
+each member's accuracy on its own.
+
+>>> ens = Ensemble(model, [Member("pgd", e, {"steps": 20}) for e in SEED_ESTIMATORS], eps=0.1)
+>>> res = ens.run(x, y); res.robust_acc, res.members[0].broke
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..estimators import Estimator, parse_estimator
+from .apgd import APGD, APGDT
+from .base import DEFAULT_EPS, Attack, check_eps, check_norm, lp_norm, project
+from .eot import default_votes, predict
+from .fab import FAB
+from .fgsm import FGSM
+from .noise import GaussianNoise
+from .pgd import PGD
+from .rfgsm import RFGSM, RFGSMStable
+from .square import Square
+from .transfer import Transfer
+
+__all__ = ["ATTACKS", "Member", "MemberRecord", "EnsembleResult", "Ensemble", "as_member"]
+
+#: Attack registry: name -> (class, fixed keyword arguments).
+ATTACKS: dict[str, tuple[type[Attack], dict]] = {
+    "fgsm": (FGSM, {}),
+    "rfgsm": (RFGSM, {}),
+    "rfgsm-stable": (RFGSMStable, {}),
+    "pgd": (PGD, {}),
+    "apgd-ce": (APGD, {"loss": "ce"}),
+    "apgd-dlr": (APGD, {"loss": "dlr"}),
+    "apgd-t": (APGDT, {}),
+    "fab-t": (FAB, {"targeted": True}),
+    "fab": (FAB, {"targeted": False}),
+    "square": (Square, {}),
+    "transfer": (Transfer, {}),
+    "noise": (GaussianNoise, {}),
+}
+
+
+@dataclass(frozen=True)
+class Member:
+    """One ensemble member: an attack by registry name, a gradient estimator and parameters.
+
+    Attributes:
+        attack: a name in :data:`ATTACKS` (``"pgd"``, ``"apgd-t"``, ``"square"``, ...).
+        estimator: ``None`` (each neuron's own surrogate), a spec string or an Estimator.
+        params: keyword arguments of the attack class (``{"steps": 20}``).
+    """
+
+    attack: str
+    estimator: Estimator | None = None
+    params: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.attack not in ATTACKS:
+            raise ValueError(f"unknown attack {self.attack!r}; choose one of {', '.join(ATTACKS)}")
+        if self.estimator is not None and not isinstance(self.estimator, Estimator):
+            object.__setattr__(self, "estimator", parse_estimator(self.estimator))
+        object.__setattr__(self, "params", dict(self.params))
+
+    @property
+    def white_box(self) -> bool:
+        return ATTACKS[self.attack][0].white_box
+
+    def build(self, model: nn.Module, eps: float, norm: str = "Linf", seed: int = 0, eot: int | None = None, **context) -> Attack:
+        """The attack object for ``model`` at budget ``eps``. ``context`` may give ``transfer_source``."""
+        cls, fixed = ATTACKS[self.attack]
+        kwargs = {**fixed, **self.params}
+        if cls is Transfer:
+            src = context.get("transfer_source")
+            if src is not None:
+                kwargs.setdefault("source", src)
+                kwargs.setdefault("source_name", context.get("transfer_source_name"))
+        return cls(model, eps=eps, norm=norm, estimator=self.estimator, seed=seed, eot=eot, **kwargs)
+
+    def label(self) -> str:
+        """Label without a model, e.g. ``pgd-20@bptt:triangle(w=1)``, ``square-5000``."""
+        p = self.params
+        if self.attack == "pgd":
+            base = f"pgd-{p.get('steps', 10)}" + (f"x{p['restarts']}" if p.get("restarts", 1) > 1 else "")
+        elif self.attack == "square":
+            base = f"square-{p.get('n_queries', 5000)}"
+        elif self.attack == "transfer":
+            return f"transfer[{p.get('source_name') or 'source'}]"
+        elif self.attack in ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "fab") and p.get("steps", 100) != 100:
+            base = f"{self.attack}-{p['steps']}"
+        else:
+            base = self.attack
+        if not self.white_box:
+            return base
+        return f"{base}@{self.estimator.label() if self.estimator else 'default'}"
+
+    def to_dict(self) -> dict:
+        params = {k: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)) for k, v in self.params.items()}
+        return {
+            "attack": self.attack,
+            "estimator": self.estimator.to_dict() if self.estimator else None,
+            "estimator_label": self.estimator.label() if self.estimator else None,
+            "params": params,
+            "white_box": self.white_box,
+            "label": self.label(),
+        }
+
+
+def as_member(spec: Any) -> "Member | Attack":
+    """Accept a :class:`Member`, a built :class:`Attack`, ``(attack, estimator)`` or ``(attack, estimator, params)``."""
+    if isinstance(spec, (Member, Attack)):
+        return spec
+    if isinstance(spec, str):
+        return Member(spec)
+    if isinstance(spec, (tuple, list)) and 1 <= len(spec) <= 3:
+        attack = spec[0]
+        est = spec[1] if len(spec) > 1 else None
+        params = dict(spec[2]) if len(spec) > 2 else {}
+        if isinstance(attack, type) and issubclass(attack, Attack):
+            names = [n for n, (c, fixed) in ATTACKS.items() if c is attack and not fixed]
+            names = names or [n for n, (c, _) in ATTACKS.items() if c is attack]
+            if not names:
+                raise ValueError(f"attack class {attack.__name__} is not in the registry; pass an instance instead")
+            attack = names[0]
+        return Member(attack, est, params)
+    raise TypeError(f"cannot make an ensemble member from {spec!r}")
+
+
+@dataclass
+class MemberRecord:
+    """What one member did in one ensemble run.
+
+    Attributes:
+        index: position in the ensemble.
+        label: attack and estimator.
+        white_box: uses gradients of the target.
+        attacked: samples it ran on.
+        broke: samples it broke first (no earlier member had).
+        running_acc: ensemble robust accuracy after this member (share of all samples).
+        alone_acc: accuracy under this member alone (only when run without early exit).
+        seconds: wall time.
+        skipped: no sample was left to attack.
+        messages: warnings the attack emitted (e.g. AutoAttack's zero-gradient warning).
+    """
+
+    index: int
+    label: str
+    white_box: bool
+    attacked: int = 0
+    broke: int = 0
+    running_acc: float = 0.0
+    alone_acc: float | None = None
+    seconds: float = 0.0
+    skipped: bool = False
+    messages: list[str] = field(default_factory=list)
+    spec: dict | None = None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class EnsembleResult:
+    """Per-sample outcome of an ensemble run.
+
+    Attributes:
+        clean_correct: [N] bool, correct on the clean image.
+        robust: [N] bool, correct under every member.
+        breaker: [N] int; -2 wrong on the clean image, -1 robust, k = first member that broke it.
+        x_adv: [N, ...] the adversarial image of the breaking member (clean image where robust).
+        members: one :class:`MemberRecord` per member.
+        fooled: [M, N] bool, member k alone fools sample n (only without early exit).
+    """
+
+    eps: float
+    norm: str
+    clean_correct: torch.Tensor
+    robust: torch.Tensor
+    breaker: torch.Tensor
+    x_adv: torch.Tensor
+    members: list[MemberRecord]
+    fooled: torch.Tensor | None = None
+    seconds: float = 0.0
+
+    @property
+    def n(self) -> int:
+        return int(self.robust.shape[0])
+
+    @property
+    def clean_acc(self) -> float:
+        return float(self.clean_correct.float().mean()) if self.n else 0.0
+
+    @property
+    def robust_acc(self) -> float:
+        return float(self.robust.float().mean()) if self.n else 0.0
+
+
+class Ensemble:
+    """Run members in order, each from the clean image, keeping the per-sample worst case.
+
+    Args:
+        model: the target, pixels [B, C, H, W] in [0, 1] -> logits.
+        members: :class:`Member` specs, built :class:`Attack` objects, or
+            ``(attack, estimator[, params])`` tuples (attack: registry name or class).
+        eps, norm: the threat model; every adversarial image is projected onto it.
+        seed: attack randomness.
+        votes: passes per verdict (default: 9 for stochastic models, else 1).
+        eot: EOT samples per gradient for members built here (default: by model).
+        early_exit: a member only attacks samples that no earlier member broke.
+        batch_size: samples per attack call.
+        transfer_source, transfer_source_name: source model for ``"transfer"`` members.
+        on_progress: ``fn(description, advance)``; ``advance`` in member units (sums to M).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        members: Sequence,
+        eps: float = DEFAULT_EPS,
+        norm: str = "Linf",
+        seed: int = 0,
+        votes: int | None = None,
+        eot: int | None = None,
+        early_exit: bool = True,
+        batch_size: int = 256,
+        transfer_source: nn.Module | None = None,
+        transfer_source_name: str | None = None,
+        on_progress: Callable[[str, float], None] | None = None,
+    ):
+        self.model = model
+        self.norm = check_norm(norm)
+        self.eps = check_eps(eps, self.norm)
+        self.seed = int(seed)
+        self.votes = int(votes) if votes else default_votes(model)
+        self.early_exit = bool(early_exit)
+        self.batch_size = int(batch_size)
+        self.on_progress = on_progress
+        self.specs = [as_member(m) for m in members]
+        if not self.specs:
+            raise ValueError("an ensemble needs at least one member")
+        ctx = {"transfer_source": transfer_source, "transfer_source_name": transfer_source_name}
+        self.attacks: list[Attack] = []
+        for m in self.specs:
+            if isinstance(m, Attack):
+                if abs(m.eps - self.eps) > 1e-12 or m.norm != self.norm:
+                    raise ValueError(
+                        f"member {m.label()} has eps={m.eps:g} {m.norm}, the ensemble eps={self.eps:g} {self.norm}"
+                    )
+                self.attacks.append(m)
+            else:
+                self.attacks.append(m.build(model, self.eps, self.norm, self.seed, eot, **ctx))
+
+    def labels(self) -> list[str]:
+        """Member labels in order."""
+        return [a.label() for a in self.attacks]
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Worst-case adversarial images (clean image where no member succeeds)."""
+        return self.run(x, y).x_adv
+
+    @torch.no_grad()
+    def _verdict(self, x: torch.Tensor) -> torch.Tensor:
+        return predict(self.model, x, self.votes, self.batch_size)
+
+    def run(self, x: torch.Tensor, y: torch.Tensor) -> EnsembleResult:
+        """Attack ``x`` [N, C, H, W] in [0, 1] with labels ``y`` [N]; see :class:`EnsembleResult`."""
+        t_start = time.perf_counter()
+        y = y.long()
+        n = x.shape[0]
+        training = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        try:
+            correct = self._verdict(x) == y
+            alive = correct.clone()
+            breaker = torch.full((n,), -1, dtype=torch.long)
+            breaker[~correct.cpu()] = -2
+            x_adv = x.clone()
+            fooled = None if self.early_exit else torch.zeros(len(self.attacks), n, dtype=torch.bool)
+            records: list[MemberRecord] = []
+            for k, attack in enumerate(self.attacks):
+                spec = self.specs[k]
+                rec = MemberRecord(k, attack.label(), attack.white_box,
+                                   spec=spec.to_dict() if isinstance(spec, Member) else {"label": attack.label()})
+                pool = (alive if self.early_exit else correct).nonzero().squeeze(1)
+                rec.attacked = int(pool.numel())
+                t0 = time.perf_counter()
+                if pool.numel() == 0:
+                    rec.skipped = True
+                    if self.on_progress:
+                        self.on_progress(f"{rec.label} (skipped: nothing left)", 1.0)
+                chunks = pool.split(self.batch_size)
+                for chunk in chunks:
+                    xa = attack(x[chunk], y[chunk], ids=chunk.cpu())
+                    xa = project(xa, x[chunk], self.eps, self.norm)  # the ensemble defines the threat model
+                    fool = self._verdict(xa) != y[chunk]
+                    new = fool & alive[chunk]
+                    if new.any():
+                        sel = chunk[new]
+                        x_adv[sel] = xa[new]
+                        breaker[sel.cpu()] = k
+                        rec.broke += int(new.sum())
+                    alive[chunk[fool]] = False
+                    if fooled is not None:
+                        fooled[k, chunk[fool].cpu()] = True
+                    if self.on_progress:
+                        self.on_progress(f"{rec.label}  robust {float(alive.float().mean()):.1%}", 1.0 / len(chunks))
+                rec.seconds = time.perf_counter() - t0
+                rec.running_acc = float(alive.float().mean()) if n else 0.0
+                if fooled is not None:
+                    rec.alone_acc = float((correct.cpu() & ~fooled[k]).float().mean()) if n else 0.0
+                rec.messages = list(getattr(attack, "messages", []))
+                records.append(rec)
+            dist = lp_norm(x_adv - x, self.norm)
+            if n and float(dist.max()) > self.eps * (1 + 1e-4) + 1e-6:  # pragma: no cover - a bug, not a user error
+                raise RuntimeError(f"an adversarial image is outside the budget ({float(dist.max()):.6g} > {self.eps:g})")
+        finally:
+            for m, t in training:
+                m.training = t
+        return EnsembleResult(
+            eps=self.eps, norm=self.norm, clean_correct=correct.cpu(), robust=alive.cpu(), breaker=breaker,
+            x_adv=x_adv, members=records, fooled=fooled, seconds=time.perf_counter() - t_start,
+        )

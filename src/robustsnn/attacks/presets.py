@@ -1,0 +1,191 @@
+"""Named evaluation presets: which (attack, estimator) members an evaluation runs.
+
+==========  =================================================================
+quick       PGD-10 under the triangle surrogate (gamma = 1). A smoke test, not
+            a robustness number.
+standard    PGD_ens: PGD-20 under each of the seed's 19 gradient estimators
+            (DESIGN.md section 7), early exit.
+autoattack  AutoAttack's standard suite (APGD-CE, APGD-T, FAB-T, Square-5000)
+            under the estimator that is strongest on a small calibration batch.
+full        standard + APGD-CE, APGD-DLR, APGD-T, FAB-T (calibrated estimator)
+            + Square-5000 + a transfer attack + Gaussian noise.
+==========  =================================================================
+
+White-box members run first, black-box members last, so that a black-box
+member that still breaks samples is evidence of gradient masking.
+
+On a model without spiking neurons (an ANN) every estimator gives the same
+gradient; members that differ only by estimator collapse into one, and the
+collapsed list is what the result records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..estimators import SEED_ESTIMATORS, Estimator, parse_estimator
+from ..neurons import SpikingNeuron
+from .ensemble import Member
+from .eot import predict
+
+__all__ = [
+    "Preset",
+    "PRESETS",
+    "available_presets",
+    "get_preset",
+    "preset_members",
+    "has_spiking_layers",
+    "calibrate_estimator",
+    "Calibration",
+]
+
+
+def has_spiking_layers(model: nn.Module) -> bool:
+    """True if any module of ``model`` is a :class:`~robustsnn.neurons.SpikingNeuron`."""
+    return any(isinstance(m, SpikingNeuron) for m in model.modules())
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named member list. ``calibrated`` marks members whose estimator is chosen per model/eps."""
+
+    name: str
+    description: str
+    needs_calibration: bool = False
+
+    def members(self, calibrated: Estimator | None = None) -> list[Member]:
+        """The member specs; ``calibrated`` fills the calibrated estimator (None: each neuron's own)."""
+        return _MEMBERS[self.name](calibrated)
+
+
+def _quick(cal):
+    return [Member("pgd", parse_estimator("triangle:1"), {"steps": 10})]
+
+
+def _standard(cal):
+    return [Member("pgd", e, {"steps": 20}) for e in SEED_ESTIMATORS]
+
+
+def _autoattack(cal):
+    return [
+        Member("apgd-ce", cal),
+        Member("apgd-t", cal),
+        Member("fab-t", cal),
+        Member("square", None, {"n_queries": 5000}),
+    ]
+
+
+def _full(cal):
+    return _standard(cal) + [
+        Member("apgd-ce", cal),
+        Member("apgd-dlr", cal),
+        Member("apgd-t", cal),
+        Member("fab-t", cal),
+        Member("square", None, {"n_queries": 5000}),
+        Member("transfer", None, {"steps": 20}),
+        Member("noise", None, {"draws": 4}),
+    ]
+
+
+_MEMBERS = {"quick": _quick, "standard": _standard, "autoattack": _autoattack, "full": _full}
+
+PRESETS: dict[str, Preset] = {
+    "quick": Preset("quick", "PGD-10 with the triangle surrogate (gamma=1): a smoke test"),
+    "standard": Preset("standard", "PGD-20 ensemble over the seed's 19 gradient estimators, early exit"),
+    "autoattack": Preset(
+        "autoattack", "AutoAttack standard suite (APGD-CE, APGD-T, FAB-T, Square-5000) under the calibrated estimator", True
+    ),
+    "full": Preset("full", "standard + APGD-CE/DLR/T + FAB-T (calibrated estimator) + Square-5000 + transfer + noise", True),
+}
+
+
+def available_presets() -> list[str]:
+    """Names of the presets, cheapest first."""
+    return list(PRESETS)
+
+
+def get_preset(name: str) -> Preset:
+    """The :class:`Preset` called ``name``."""
+    key = str(name).strip().lower()
+    if key not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[key]
+
+
+def preset_members(name: str, model: nn.Module | None = None, calibrated: Estimator | None = None) -> list[Member]:
+    """Members of preset ``name`` for ``model``.
+
+    On a model without spiking layers, estimators are dropped and duplicate members
+    (same attack and parameters) collapse into one.
+    """
+    members = get_preset(name).members(calibrated)
+    if model is not None and not has_spiking_layers(model):
+        out, seen = [], set()
+        for m in members:
+            key = (m.attack, tuple(sorted(m.params.items())))
+            if key not in seen:
+                seen.add(key)
+                out.append(Member(m.attack, None, m.params))
+        members = out
+    return members
+
+
+@dataclass
+class Calibration:
+    """Outcome of :func:`calibrate_estimator`: the chosen estimator and each candidate's numbers."""
+
+    estimator: Estimator | None
+    n: int
+    attack: str
+    table: list[dict]
+
+    def to_dict(self) -> dict:
+        return {
+            "estimator": self.estimator.label() if self.estimator else None,
+            "estimator_spec": self.estimator.to_dict() if self.estimator else None,
+            "n": self.n,
+            "attack": self.attack,
+            "table": self.table,
+        }
+
+
+def calibrate_estimator(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    norm: str = "Linf",
+    estimators=SEED_ESTIMATORS,
+    steps: int = 10,
+    seed: int = 0,
+    votes: int = 1,
+    eot: int | None = None,
+) -> Calibration:
+    """The estimator under which PGD-``steps`` is strongest on the batch ``(x, y)``.
+
+    Every candidate attacks every sample (no early exit). Strongest = lowest robust
+    accuracy, ties broken by the highest mean CW margin loss. On an ANN there is nothing
+    to choose: returns ``estimator=None``.
+    """
+    from .base import LOSSES
+    from .pgd import PGD
+
+    if not has_spiking_layers(model):
+        return Calibration(None, int(x.shape[0]), f"pgd-{steps}", [])
+    rows = []
+    best, best_key = None, None
+    for est in estimators:
+        est = parse_estimator(est)
+        attack = PGD(model, eps=eps, norm=norm, estimator=est, steps=steps, seed=seed, eot=eot)
+        xa = attack(x, y, ids=torch.arange(x.shape[0]))
+        with torch.no_grad():
+            acc = float((predict(model, xa, votes) == y).float().mean())
+            margin = float(LOSSES["margin"](model(xa), y, None).mean())
+        rows.append({"estimator": est.label(), "acc": acc, "margin_loss": margin})
+        key = (acc, -margin)
+        if best_key is None or key < best_key:
+            best, best_key = est, key
+    return Calibration(best, int(x.shape[0]), f"pgd-{steps}", rows)
