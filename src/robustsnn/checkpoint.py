@@ -123,6 +123,10 @@ def load(path: str | Path, map_location: str = "cpu") -> TwinModel:
         tensors = load_file(str(p / WEIGHTS), device=map_location)
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"cannot read {p / WEIGHTS}: {e}; the checkpoint is damaged") from None
+    if "sparse" in meta:  # written by `robustsnn export --sparse`
+        from .sparsity.storage import unpack_state_dict
+
+        tensors = unpack_state_dict(tensors, meta["sparse"])
     attach_buffers(model, tensors)
     missing, unexpected = [], []
     try:

@@ -17,9 +17,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-from . import info, train  # noqa: E402
+from . import efficiency, export, info, train  # noqa: E402
 
-for _module in (train, info):
+for _module in (train, info, export, efficiency):
     _module.register(app)
 
 try:  # commands that arrive with later stages
