@@ -164,8 +164,10 @@ def get_loss(loss: "str | LossFn") -> tuple[str, LossFn]:
 
 # ---------------------------------------------------------------- model mode
 @contextmanager
-def attack_mode(model: nn.Module, est: Estimator | None, eval_mode: bool = True) -> Iterator[None]:
+def attack_mode(model: nn.Module, est: "str | Estimator | None", eval_mode: bool = True) -> Iterator[None]:
     """Eval mode, frozen parameters and estimator ``est`` for the block; all restored on exit."""
+    if isinstance(est, str):
+        est = parse_estimator(est)
     modes = [(m, m.training) for m in model.modules()]
     grads = [(p, p.requires_grad) for p in model.parameters()]
     try:

@@ -28,7 +28,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..estimators import Estimator
+from ..estimators import Estimator, parse_estimator
 from .base import LOSSES, RobustnessWarning, attack_mode
 from .eot import default_eot
 from .ensemble import Ensemble, EnsembleResult, Member
@@ -120,6 +120,7 @@ def zero_gradient_share(
     zero_all = torch.ones(x.shape[0], dtype=torch.bool)
     per: dict[str, float] = {}
     for est in estimators:
+        est = parse_estimator(est) if isinstance(est, str) else est
         with attack_mode(model, est):
             g = torch.zeros_like(x)
             for _ in range(eot):

@@ -51,6 +51,7 @@ def trained_toy_model(
             opt.zero_grad()
             F.cross_entropy(model(x[idx]), y[idx]).backward()
             opt.step()
+    opt.zero_grad(set_to_none=True)
     return model.eval()
 
 

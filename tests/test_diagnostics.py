@@ -1,0 +1,69 @@
+"""Gradient-masking diagnostics trip on a model that hides its gradient and stay quiet on normal ones."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from robustsnn.attacks import PGD, RobustnessWarning
+from robustsnn.attacks.diagnostics import check_eps_monotone, zero_gradient_share
+from robustsnn.attacks.toy import GradientMaskedModel, toy_data, trained_toy_model
+from robustsnn.evaluate import evaluate
+
+
+@pytest.fixture(scope="module")
+def data():
+    return toy_data("test", 64)
+
+
+def tripped(res) -> set[str]:
+    return {c["name"] for c in res.diagnostics["checks"] if c["tripped"]}
+
+
+@pytest.mark.parametrize("kind", ["snn", "ann"])
+def test_a_hard_step_with_zero_gradient_trips_the_diagnostics(kind, data):
+    masked = GradientMaskedModel(trained_toy_model(kind))  # round(): zero derivative everywhere
+    x, y = data
+    with pytest.warns(RobustnessWarning):
+        res = evaluate(masked, (x, y), preset="quick", eps=0.1, n=64, calibration_size=32, probe_queries=100)
+    # white-box PGD sees no gradient and reports a robustness the model does not have
+    assert res.robust_acc > 0.5
+    assert {"zero_gradients", "black_box", "large_eps"} <= tripped(res)
+    zero = next(c for c in res.diagnostics["checks"] if c["name"] == "zero_gradients")
+    assert zero["value"] == 1.0
+    assert res.warnings and all(isinstance(w, str) for w in res.warnings)
+    assert res.to_dict()["diagnostics"]["tripped"] is True
+
+
+def test_diagnostics_stay_quiet_on_normal_models(data):
+    x, y = data
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RobustnessWarning)
+        ann = evaluate(trained_toy_model("ann"), (x, y), preset="quick", eps=[0.05, 0.1], n=64, calibration_size=32)
+        snn = evaluate(trained_toy_model("snn"), (x, y), preset="standard", eps=0.1, n=64, calibration_size=32)
+    for res in (ann, snn):
+        assert not tripped(res) and res.warnings == []
+        names = {c["name"] for c in res.diagnostics["checks"]}
+        assert {"zero_gradients", "black_box", "large_eps", "more_steps", "eps_monotone"} <= names
+    assert ann.at(0.1).robust_acc < ann.at(0.05).robust_acc
+
+
+def test_zero_gradient_share_counts_only_samples_masked_under_every_estimator(data):
+    snn = trained_toy_model("snn")
+    x, y = data[0][:16], data[1][:16]
+    share, per = zero_gradient_share(snn, x, y, [None, "triangle:0.25", "bptr"])
+    assert share == 0.0 and set(per) == {"default", "bptt:triangle(w=0.25)", "bptr"}
+    masked = GradientMaskedModel(snn)
+    share, per = zero_gradient_share(masked, x, y, [None, "ste"])
+    assert share == 1.0 and all(v == 1.0 for v in per.values())
+    assert torch.equal(PGD(masked, eps=0.1, steps=3, random_start=False)(x, y), x)  # PGD cannot move
+
+
+def test_accuracy_rising_with_eps_trips_the_monotonicity_check():
+    rising = check_eps_monotone([(0.05, 0.30), (0.1, 0.40), (0.2, 0.10)], n=200)
+    assert rising.tripped and "0.05" in rising.message and "0.1" in rising.message
+    assert not check_eps_monotone([(0.05, 0.30), (0.1, 0.301)], n=200).tripped  # within one sample
+    assert not check_eps_monotone([(0.05, 0.30), (0.1, 0.2), (0.2, 0.0)], n=200).tripped
+    assert check_eps_monotone([(0.1, 0.3)], n=200) is None

@@ -1,0 +1,145 @@
+"""The PGD_ens ensemble, presets and the evaluate() entry point."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from robustsnn.attacks import PGD, Ensemble, Member, preset_members
+from robustsnn.attacks.ensemble import as_member
+from robustsnn.attacks.toy import toy_data, trained_toy_model
+from robustsnn.estimators import SEED_ESTIMATORS
+from robustsnn.evaluate import EvalResult, evaluate
+
+MEMBERS = [
+    Member("pgd", "triangle:1", {"steps": 5}),
+    Member("pgd", "rectangle:0.25", {"steps": 5}),
+    Member("pgd", "exp-d:2", {"steps": 5}),
+    Member("pgd", "bptr", {"steps": 5}),
+    Member("fgsm", "ste"),
+    Member("noise", None, {"draws": 2}),
+]
+
+
+@pytest.fixture(scope="module")
+def snn():
+    return trained_toy_model("snn")
+
+
+@pytest.fixture(scope="module")
+def data():
+    return toy_data("test", 64)
+
+
+@pytest.fixture(scope="module")
+def both_runs(snn, data):
+    x, y = data
+    fast = Ensemble(snn, MEMBERS, eps=0.03, batch_size=32).run(x, y)
+    every = Ensemble(snn, MEMBERS, eps=0.03, batch_size=32, early_exit=False).run(x, y)
+    return fast, every
+
+
+def test_early_exit_gives_the_same_verdicts_as_running_every_member(both_runs):
+    fast, every = both_runs
+    assert 0.1 < fast.robust_acc < fast.clean_acc  # members break some samples, not all
+    assert torch.equal(fast.robust, every.robust)
+    assert torch.equal(fast.breaker, every.breaker)
+    assert sum(r.attacked for r in fast.members) < sum(r.attacked for r in every.members)
+
+
+def test_ensemble_accuracy_is_never_above_any_members(both_runs, snn, data):
+    fast, every = both_runs
+    x, y = data
+    alone = [r.alone_acc for r in every.members]
+    assert all(fast.robust_acc <= a + 1e-9 for a in alone)
+    assert fast.robust_acc <= min(alone) and len(set(alone)) > 1
+    # the worst case is exactly "no member fools it"
+    assert torch.equal(every.robust, every.clean_correct & ~every.fooled.any(0))
+    # and no member run on its own, outside the ensemble, does better than the ensemble
+    for m in MEMBERS[:2]:
+        attack = m.build(snn, 0.03, seed=0)
+        with torch.no_grad():
+            standalone = float((snn(attack(x, y, ids=torch.arange(len(y)))).argmax(1) == y).float().mean())
+        assert fast.robust_acc <= standalone + 1e-9
+
+
+def test_breaker_record_and_running_accuracy_are_consistent(both_runs, snn, data):
+    fast, _ = both_runs
+    x, y = data
+    n = len(y)
+    assert int((fast.breaker == -2).sum()) == int((~fast.clean_correct).sum())
+    assert int((fast.breaker == -1).sum()) == int(fast.robust.sum())
+    assert sum(r.broke for r in fast.members) == int((fast.clean_correct & ~fast.robust).sum())
+    running = [r.running_acc for r in fast.members]
+    assert running == sorted(running, reverse=True) and running[-1] == pytest.approx(fast.robust_acc)
+    with torch.no_grad():
+        pred = snn(fast.x_adv).argmax(1)
+    broken = fast.breaker >= 0
+    assert bool((pred[broken] != y[broken]).all())  # each recorded break is a real adversarial example
+    assert bool((pred[fast.robust] == y[fast.robust]).all())
+    assert float((fast.x_adv - x).abs().max()) <= 0.03 + 1e-6
+    for k, r in enumerate(fast.members):
+        assert r.broke == int((fast.breaker == k).sum()) and r.index == k
+    assert n == fast.n
+
+
+def test_members_accept_tuples_classes_and_built_attacks(snn, data):
+    x, y = data[0][:16], data[1][:16]
+    assert as_member(("pgd", "bptr", {"steps": 2})) == Member("pgd", "bptr", {"steps": 2})
+    assert as_member((PGD, "ann")).attack == "pgd"
+    ens = Ensemble(snn, [PGD(snn, eps=0.03, steps=2), ("fgsm", "triangle:0.5")], eps=0.03)
+    assert ens.labels() == ["pgd-2@default", "fgsm@bptt:triangle(w=0.5)"]
+    assert ens.run(x, y).n == 16
+    with pytest.raises(ValueError, match="eps"):
+        Ensemble(snn, [PGD(snn, eps=0.05)], eps=0.03)
+
+
+def test_presets_list_their_members(snn):
+    ann = trained_toy_model("ann")
+    std = preset_members("standard", snn)
+    assert len(std) == 19 and [m.estimator for m in std] == list(SEED_ESTIMATORS)
+    assert all(m.attack == "pgd" and m.params["steps"] == 20 for m in std)
+    assert [m.label() for m in preset_members("quick", snn)] == ["pgd-10@bptt:triangle(w=1)"]
+    aa = [m.attack for m in preset_members("autoattack", snn)]
+    assert aa == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    full = preset_members("full", snn)
+    assert [m.attack for m in full[-3:]] == ["square", "transfer", "noise"]
+    assert all(m.white_box for m in full[:-3])  # black box last: their breaks are masking evidence
+    assert [m.label() for m in preset_members("standard", ann)] == ["pgd-20@default"]  # estimators collapse on an ANN
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset_members("strong")
+
+
+def test_evaluate_returns_a_result_that_round_trips_through_json(snn, data, tmp_path):
+    x, y = data
+    res = evaluate(snn, (x, y), preset="quick", eps="0.02,0.05", n=48, seed=1, command="pytest", diagnostics=False)
+    assert res.eps == [0.02, 0.05] and res.n == 48 and res.preset == "quick"
+    assert res.at(0.05).robust_acc <= res.at(0.02).robust_acc <= res.clean_acc
+    r = res.at(0.02)
+    assert len(r.breaker) == 48 and r.members[0]["label"] == "pgd-10@bptt:triangle(w=1)"
+    assert r.members[0]["broke"] == sum(1 for b in r.breaker if b == 0)
+    path = res.save(tmp_path / "out" / "result.json")
+    d = json.loads(path.read_text())
+    assert d["format"] == "robustsnn-eval" and d["version"] and d["seed"] == 1 and d["command"] == "pytest"
+    assert d["model"]["kind"] == "snn" and d["members"][0]["attack"] == "pgd"
+    assert not list(path.parent.glob(".*"))  # atomic write leaves no temporary file
+    back = EvalResult.load(path)
+    assert back.robust_acc == res.robust_acc and back.results[1].breaker == res.results[1].breaker
+    again = evaluate(snn, (x, y), preset="quick", eps=[0.02, 0.05], n=48, seed=1, diagnostics=False)
+    assert again.results[1].breaker == res.results[1].breaker  # one seed fixes everything
+    with pytest.raises(ValueError, match="did you mean 8/255"):
+        evaluate(snn, (x, y), eps=8)
+
+
+def test_autoattack_preset_calibrates_the_estimator(snn, data):
+    x, y = data
+    res = evaluate(snn, (x, y), preset="autoattack", eps=0.1, n=24, calibration_size=12, diagnostics=False)
+    cal = res.results[0].calibration
+    assert len(cal["table"]) == 19 and cal["estimator"] in {row["estimator"] for row in cal["table"]}
+    best = min(row["acc"] for row in cal["table"])
+    assert next(r for r in cal["table"] if r["estimator"] == cal["estimator"])["acc"] == best
+    labels = [m["label"] for m in res.results[0].members]
+    assert labels[0] == f"apgd-ce@{cal['estimator']}" and labels[-1] == "square-5000"
+    assert res.robust_acc <= 0.1
