@@ -77,3 +77,22 @@ def test_config_file_with_flag_override_then_info(monkeypatch, capsys, tmp_path)
     code, out, err = run(monkeypatch, capsys, "info", tmp_path / "r" / "model")
     assert code == 0, err
     assert "dlif" in out and "DLIF gain" in out and "T=2" in out
+
+
+def test_every_shipped_config_is_valid():
+    """Each file under configs/ parses, names only known options and builds its objective."""
+    from pathlib import Path
+
+    from robustsnn.cli.config_file import merge_options, read_config
+    from robustsnn.cli.train import TRAIN_DEFAULTS, objective_params
+    from robustsnn.data import dataset_info
+    from robustsnn.models import available
+    from robustsnn.train import make_objective
+
+    files = sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml"))
+    assert len(files) >= 14 + 16
+    for f in files:
+        o = merge_options(TRAIN_DEFAULTS, read_config(f), {})
+        assert o["model"] in available(), f
+        dataset_info(o["dataset"])
+        make_objective(o["objective"], **objective_params(o))

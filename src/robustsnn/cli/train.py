@@ -58,6 +58,7 @@ TRAIN_DEFAULTS: dict = {
     "mppd_layers": None,
     "objective_params": {},
     "parseval": 0.0,
+    "device": "cpu",
     "out": "runs/train",
 }
 
@@ -130,6 +131,7 @@ def train_from_options(o: dict, *, resume: bool = False, progress: bool = True, 
         objective=o["objective"],
         objective_params=objective_params(o),
         parseval=float(o["parseval"] or 0.0),
+        device=o["device"],
     )
     make_objective(config.objective, **config.objective_params)  # fail fast on a bad option
     out = Path(o["out"])
@@ -193,6 +195,7 @@ def register(app: typer.Typer) -> None:
         mppd: Optional[float] = typer.Option(None, help="rho: weight of the MPPD regulariser (0 = off)."),
         mppd_layers: Optional[str] = typer.Option(None, help="MPPD layers: last (default), all, or indices '0,2'."),
         parseval: Optional[float] = typer.Option(None, help="Parseval retraction beta after each step (0 = off; forces weight decay 0)."),
+        device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N or auto."),
         out: Optional[str] = typer.Option(None, "--out", "-o", help="Run directory."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out after its last finished epoch."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No live progress bar."),

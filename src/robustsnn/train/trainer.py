@@ -55,6 +55,7 @@ class TrainConfig:
         objective_params: its parameters (eps, beta, sigma, mppd, ...).
         parseval: Parseval retraction strength beta after every step (0 = off; weight decay
             is forced to 0 when it is on, as in the seeds).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
     """
 
     epochs: int = 1
@@ -70,8 +71,11 @@ class TrainConfig:
     objective: str = "natural"
     objective_params: dict = field(default_factory=dict)
     parseval: float = 0.0
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
+        if self.device == "auto":
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
         if self.parseval < 0:
             raise UsageError(f"parseval beta must be >= 0, got {self.parseval}")
         if self.parseval > 0:
@@ -92,8 +96,9 @@ def accuracy(model: nn.Module, data: ArrayDataset, batch_size: int = 500) -> flo
     was_training = model.training
     model.eval()
     correct = 0
+    device = next(model.parameters()).device
     for x, y in batches(data, batch_size, shuffle=False, seed=0):
-        correct += int((model(x).argmax(1) == y).sum())
+        correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
     model.train(was_training)
     return correct / max(1, len(data))
 
@@ -147,6 +152,7 @@ def fit(
     """
     out = Path(out)
     ckpt_dir = out / "model"
+    model.to(config.device)
     objective = objective or make_objective(config.objective, **config.objective_params)
     opt = make_optimizer(model, config.optimizer, config.lr, config.momentum, config.weight_decay)
     train_data = _seeded_subset(train_set, config.train_subset, config.seed)
@@ -185,6 +191,7 @@ def fit(
                 batches(train_data, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch, augment=config.augment)
             ):
                 step = epoch * steps_per_epoch + i
+                x, y = x.to(config.device, non_blocking=True), y.to(config.device, non_blocking=True)
                 for group in opt.param_groups:
                     group["lr"] = cosine_lr(config.lr, step, total_steps)
                 loss, logits = objective(model, x, y)
