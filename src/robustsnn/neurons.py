@@ -120,20 +120,24 @@ class GradMode:
 
 
 def _forward_loop(current, threshold, gain, lam, soft, keep_membrane):
-    """Run the neuron dynamics; returns spikes [T, ...] and membrane m [T, ...] (or None)."""
+    """Run the neuron dynamics; returns spikes [T, ...] and membrane m [T, ...] (or None).
+
+    Writes m and s straight into the preallocated outputs (no per-step copies).
+    """
     T = current.shape[0]
     spikes = torch.empty_like(current)
     membrane = torch.empty_like(current) if keep_membrane else None
-    v = torch.zeros_like(current[0])
+    v = None
     for t in range(T):
         i_t = current[t] if gain is None else current[t] * gain[t]
-        m = i_t if t == 0 else torch.add(i_t, v, alpha=lam) if lam != 1.0 else i_t + v
-        s = (m >= threshold).to(current.dtype)
-        spikes[t] = s
-        if keep_membrane:
-            membrane[t] = m
+        m_out = membrane[t] if keep_membrane else None
+        if v is None:
+            m = i_t.clone() if m_out is None else m_out.copy_(i_t)
+        else:
+            m = torch.add(i_t, v, alpha=lam, out=m_out) if m_out is not None else torch.add(i_t, v, alpha=lam)
+        s = torch.ge(m, threshold, out=spikes[t])
         if t + 1 < T:
-            v = m - threshold * s if soft else m * (1.0 - s)
+            v = m - threshold * s if soft else m.masked_fill(s.bool(), 0.0)
     return spikes, membrane
 
 
