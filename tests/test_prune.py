@@ -233,3 +233,65 @@ def test_pruned_weights_stay_exactly_zero_through_finetuning_and_checkpoints(tmp
     fit(loaded, synthetic(64), None, cfg3, tmp_path, resume=True, progress=False)
     for n, m in masked_modules(loaded):
         assert bool((m.weight[~masks[n].bool()] == 0).all()), n
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _fashion_checkpoint(path):
+    from robustsnn.data import dataset_info
+
+    info = dataset_info("fashion-mnist")
+    torch.manual_seed(0)
+    model = build("cnn", "ann", width=0.25, mean=info.mean, std=info.std)
+    checkpoint.save(path, model, dataset=info.name)
+    return path
+
+
+def _app():
+    import typer
+
+    from robustsnn.cli import prune as prune_cli
+
+    app = typer.Typer()
+    prune_cli.register(app)
+
+    @app.command("noop")
+    def _noop():  # a second command keeps typer from collapsing the app into one command
+        pass
+
+    return app
+
+
+def test_cli_prune_lwm_and_bad_sparsity(tmp_path):
+    from typer.testing import CliRunner
+
+    ckpt = _fashion_checkpoint(tmp_path / "ann")
+    runner = CliRunner()
+    res = runner.invoke(_app(), ["prune", str(ckpt), "--sparsity", "0.9", "--method", "lwm-global", "--out", str(tmp_path / "p")])
+    assert res.exit_code == 0, res.output
+    model = checkpoint.load(tmp_path / "p")
+    total = sum(m.weight.numel() for _, m in masked_modules(model))
+    kept = sum(int(m.weight_mask.sum()) for _, m in masked_modules(model))
+    assert kept == keep_count(total, 0.9)
+    assert checkpoint.read_meta(tmp_path / "p")["pruning"]["method"] == "lwm-global"
+    res = runner.invoke(_app(), ["prune", str(ckpt), "--sparsity", "90", "--out", str(tmp_path / "q")])
+    assert isinstance(res.exception, UsageError) and "0.9" in str(res.exception)
+
+
+def test_cli_prune_hydra_with_finetuning(tmp_path):
+    from typer.testing import CliRunner
+
+    ckpt = _fashion_checkpoint(tmp_path / "ann")
+    args = ["prune", str(ckpt), "--sparsity", "0.8", "--method", "hydra", "--epochs", "1", "--finetune-epochs", "1",
+            "--train-subset", "64", "--test-subset", "32", "--batch-size", "32", "--no-progress", "--out", str(tmp_path / "h")]
+    res = CliRunner().invoke(_app(), args)
+    assert res.exit_code == 0, res.output
+    model = checkpoint.load(tmp_path / "h")
+    assert len(masked_modules(model)) == 4 and not scored_layers(model)
+    for _, m in masked_modules(model):
+        assert int(m.weight_mask.sum()) == keep_count(m.weight.numel(), 0.8)
+        assert bool((m.weight[~m.weight_mask.bool()] == 0).all())
+    assert (tmp_path / "h" / "scores" / "model").is_dir()
+    meta = checkpoint.read_meta(tmp_path / "h")
+    assert meta["pruning"]["method"] == "hydra" and meta["epoch"] == 1

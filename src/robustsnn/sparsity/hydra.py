@@ -233,11 +233,12 @@ def prune_hydra(
     out = Path(out)
     meta = dict(meta or {})
     attach_scores(model, sparsity, first=first, last=last, train_bn=train_bn)
+    record = {**meta.get("pruning", {}), "method": "hydra", "sparsity": sparsity}
     score_history = fit(model, train_set, test_set, score_config, out / "scores", progress=progress,
-                        meta={**meta, "pruning": {"method": "hydra", "phase": "scores", "sparsity": sparsity}})
+                        meta={**meta, "pruning": {**record, "phase": "scores"}})
     reached = finalize_scores(model)
     finetune_history: list[dict] = []
     if finetune_config is not None:
         finetune_history = fit(model, train_set, test_set, finetune_config, out, progress=progress,
-                               meta={**meta, "pruning": {"method": "hydra", "sparsity": sparsity, "layers": reached}})
+                               meta={**meta, "pruning": {**record, "layers": reached}})
     return {"sparsity": reached, "score_history": score_history, "finetune_history": finetune_history}
