@@ -13,6 +13,11 @@ from .document import Code, Document, Grid, Heading, Image, Para, Table, Warn
 
 __all__ = ["render_html"]
 
+
+def _t(text: str) -> str:
+    """Text content: escape &, < and > (quotes are harmless outside attributes)."""
+    return escape(text, quote=False)
+
 CSS = """
 :root { --ink: #1f2933; --muted: #616e7c; --line: #e4e7eb; --accent: #1565c0; --bad: #b71c1c; --badbg: #fdecea;
         --ok: #2e7d32; --panel: #f7f9fb; }
@@ -71,7 +76,7 @@ def _cell(cell, tag: str, cls: str) -> str:
     text, kind = (cell if isinstance(cell, tuple) else (cell, ""))
     classes = " ".join(c for c in (cls, kind) if c)
     attr = f' class="{classes}"' if classes else ""
-    return f"<{tag}{attr}>{escape(str(text))}</{tag}>"
+    return f"<{tag}{attr}>{_t(str(text))}</{tag}>"
 
 
 def _table(t: Table) -> str:
@@ -94,23 +99,23 @@ def _block(b, images: dict[str, bytes]) -> str:
         if b.kind == "note" and b.text.startswith("Not available"):
             cls = "note na"
         attr = f' class="{cls}"' if cls else ""
-        return f"<p{attr}>{escape(b.text)}</p>"
+        return f"<p{attr}>{_t(b.text)}</p>"
     if isinstance(b, Heading):
-        return f"<h{b.level}>{escape(b.text)}</h{b.level}>"
+        return f"<h{b.level}>{_t(b.text)}</h{b.level}>"
     if isinstance(b, Warn):
-        items = "".join(f"<li>{escape(i)}</li>" for i in b.items)
-        return f'<div class="warn" role="alert"><div class="title">&#9888; {escape(b.title)}</div><ul>{items}</ul></div>'
+        items = "".join(f"<li>{_t(i)}</li>" for i in b.items)
+        return f'<div class="warn" role="alert"><div class="title">&#9888; {_t(b.title)}</div><ul>{items}</ul></div>'
     if isinstance(b, Table):
         return _table(b)
     if isinstance(b, Image):
         data = base64.b64encode(images[b.key]).decode("ascii")
-        cap = f"<figcaption>{escape(b.caption)}</figcaption>" if b.caption else ""
+        cap = f"<figcaption>{_t(b.caption)}</figcaption>" if b.caption else ""
         return f'<figure><img src="data:image/png;base64,{data}" alt="{escape(b.alt)}">{cap}</figure>'
     if isinstance(b, Code):
-        pre = f"<pre><code>{escape(b.text)}</code></pre>"
+        pre = f"<pre><code>{_t(b.text)}</code></pre>"
         if b.collapsed:
-            return f"<details><summary>{escape(b.title)}</summary>{pre}</details>"
-        return (f'<div class="codetitle">{escape(b.title)}</div>' if b.title else "") + pre
+            return f"<details><summary>{_t(b.title)}</summary>{pre}</details>"
+        return (f'<div class="codetitle">{_t(b.title)}</div>' if b.title else "") + pre
     if isinstance(b, Grid):
         return '<div class="grid">' + "".join(_block(x, images) for x in b.blocks) + "</div>"
     raise TypeError(f"unknown block {type(b).__name__}")
@@ -118,22 +123,22 @@ def _block(b, images: dict[str, bytes]) -> str:
 
 def render_html(doc: Document) -> str:
     """The whole page as one string."""
-    toc = "".join(f'<a href="#{s.id}">{escape(s.title)}</a>' for s in doc.sections)
+    toc = "".join(f'<a href="#{s.id}">{_t(s.title)}</a>' for s in doc.sections)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{escape(doc.title)}</title>",
+        f"<title>{_t(doc.title)}</title>",
         f"<style>{CSS}</style></head><body><main>",
-        f'<header><h1>{escape(doc.title)}</h1><div class="subtitle">{escape(doc.subtitle)}</div>',
+        f'<header><h1>{_t(doc.title)}</h1><div class="subtitle">{_t(doc.subtitle)}</div>',
         f'<nav class="toc"><a href="#summary">Summary</a>{toc}</nav></header>',
         '<section id="summary"><h2>Summary</h2>',
         *(_block(b, doc.images) for b in doc.summary),
         "</section>",
     ]
     for s in doc.sections:
-        parts.append(f'<section id="{s.id}"><h2>{escape(s.title)}</h2>')
+        parts.append(f'<section id="{s.id}"><h2>{_t(s.title)}</h2>')
         parts += [_block(b, doc.images) for b in s.blocks]
         parts.append("</section>")
-    parts.append(f"<footer>{escape(doc.footer)}</footer></main></body></html>")
+    parts.append(f"<footer>{_t(doc.footer)}</footer></main></body></html>")
     return "\n".join(parts) + "\n"
