@@ -59,6 +59,9 @@ TRAIN_DEFAULTS: dict = {
     "objective_params": {},
     "parseval": 0.0,
     "device": "cpu",
+    "eval_preset": None,
+    "eval_eps": "0.1",
+    "eval_n": 1000,
     "out": "runs/train",
 }
 
@@ -150,7 +153,37 @@ def train_from_options(o: dict, *, resume: bool = False, progress: bool = True, 
         test_acc = accuracy(model, test_set)
     console.print(f"[bold green]test accuracy[/]: {test_acc:.2%} on the full {info.name} test set ({len(test_set)} images)")
     console.print(f"checkpoint: {out / 'model'}   (python: robustsnn.load('{out / 'model'}'))")
-    return {"out": str(out), "history": history, "test_acc": test_acc}
+    summary = {"out": str(out), "history": history, "test_acc": test_acc}
+    if o.get("eval_preset"):
+        summary["eval"] = _evaluate_after_training(model, test_set, o, out, command, console)
+    return summary
+
+
+def _evaluate_after_training(model, test_set, o: dict, out: Path, command: str | None, console: Console) -> list[str]:
+    """Evaluate the trained model with each preset of ``eval_preset`` (comma-separated; ``fgsm`` is a
+    one-member pseudo-preset); write OUT/eval-NAME.json and print the tables. Diagnostics run with the
+    last (strongest) preset only."""
+    from ..attacks.ensemble import Member
+    from ..evaluate import evaluate
+    from .evaluate import _eps_values, print_result
+
+    eps = _eps_values([str(o["eval_eps"])])
+    names = [p.strip() for p in str(o["eval_preset"]).split(",") if p.strip()]
+    paths = []
+    for i, name in enumerate(names):
+        console.print(f"evaluating: {name}, eps {', '.join(f'{e:g}' for e in eps)}, first {o['eval_n']} test images")
+        kwargs = dict(eps=eps, n=int(o["eval_n"]), seed=int(o["seed"]), command=command,
+                      dataset=test_set.info.name, warn=False, diagnostics=i == len(names) - 1)
+        if name == "fgsm":
+            res = evaluate(model.eval(), test_set, members=[Member("fgsm")], **kwargs)
+        else:
+            res = evaluate(model.eval(), test_set, preset=name, **kwargs)
+        print_result(res, console)
+        path = res.save(out / f"eval-{name}.json")
+        best = ", ".join(f"eps={r.eps:g}: {r.robust_acc:.2%}" for r in res.results)
+        console.print(f"[bold green]robust accuracy[/] ({name}, n={res.n}): {best}   clean {res.clean_acc:.2%}   -> {path}")
+        paths.append(str(path))
+    return paths
 
 
 def register(app: typer.Typer) -> None:
@@ -196,6 +229,9 @@ def register(app: typer.Typer) -> None:
         mppd_layers: Optional[str] = typer.Option(None, help="MPPD layers: last (default), all, or indices '0,2'."),
         parseval: Optional[float] = typer.Option(None, help="Parseval retraction beta after each step (0 = off; forces weight decay 0)."),
         device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N or auto."),
+        eval_preset: Optional[str] = typer.Option(None, help="After training, evaluate with these presets, comma-separated (fgsm, quick, standard, ...)."),
+        eval_eps: Optional[str] = typer.Option(None, help="Budgets of that evaluation, e.g. 0.1 or 0.05,0.1."),
+        eval_n: Optional[int] = typer.Option(None, help="Test images of that evaluation (first N)."),
         out: Optional[str] = typer.Option(None, "--out", "-o", help="Run directory."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out after its last finished epoch."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No live progress bar."),
