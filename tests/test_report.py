@@ -193,7 +193,7 @@ def test_efficiency_is_measured_and_saved_when_missing(run, tmp_path, monkeypatc
     eff = json.loads((r / "efficiency.json").read_text())
     assert eff["images"] == 32 and eff["energy"]["savings"]["ann"] > 0 and eff["command"].startswith("robustsnn efficiency")
     html = paths["html"].read_text()
-    assert "computed now by robustsnn report" in html and "Energy saving vs ANN" in html
+    assert "computed by robustsnn report" in html and "Energy saving vs ANN" in html
     # the next report reads the saved file instead of measuring again
     assert write_report(r)["efficiency"] is None
 

@@ -305,14 +305,14 @@ def _efficiency_now(data: RunData, model, n: int, save: bool) -> None:
     result = {"command": command, "computed_by": "robustsnn report", "checkpoint": str(final.path), "dataset": name,
               "split": "test", "model": final.meta.get("model"), "version": __version__, **report}
     data.efficiency = result
-    data.efficiency_note = f"computed now by robustsnn report on the first {report['images']} test images"
+    data.efficiency_note = "computed by robustsnn report"
     if save:
         from ..io import atomic_write_json
 
         try:
             atomic_write_json(data.run_dir / "efficiency.json", result)
             data.efficiency_rel = "efficiency.json"
-            data.efficiency_note += " (saved as efficiency.json)"
+            data.efficiency_note += ", saved as efficiency.json"
         except OSError as e:
             data.problems.append(f"could not save efficiency.json ({e}); the report uses the numbers anyway")
 
@@ -366,7 +366,13 @@ def collect(run_dir: str | Path, *, n: int = 256, compute: bool = True, skip: li
         hist = ck.meta.get("history")
         if ck.stage not in logs and isinstance(hist, list) and hist:
             logs[ck.stage] = TrainLog(stage=ck.stage, rel=f"{ck.rel}/{CONFIG}", history=hist, recipe=ck.meta.get("recipe"))
-    data.logs = [logs[k] for k in sorted(logs)]
+    def written(log: TrainLog) -> float:
+        try:
+            return (run_dir / log.rel).stat().st_mtime
+        except OSError:
+            return 0.0
+
+    data.logs = sorted(logs.values(), key=lambda g: (written(g), g.stage))  # in the order the stages ran
 
     _pick_main_eval(run_dir, data)
 

@@ -12,6 +12,7 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import plots
 from .collect import PRESET_RANK, RunData
@@ -186,7 +187,10 @@ class _Builder:
             if "snn_dense" in sv:
                 rows.append(["Energy saving vs dense SNN", (_ratio(sv["snn_dense"]), "strong")])
             if "ann" in sv and base == "snn":
-                text = _ratio(sv["ann"]) + (f"  (dense ANN: {_ratio(sv['ann_dense'])})" if sv.get("ann_dense") not in (None, sv["ann"]) else "")
+                if sv.get("ann_dense") not in (None, sv["ann"]):
+                    text = f"{_ratio(sv['ann'])} vs the ANN twin with the same weights, {_ratio(sv['ann_dense'])} vs a dense ANN"
+                else:
+                    text = _ratio(sv["ann"])
                 rows.append(["Energy saving vs ANN", (text, "strong")])
         else:
             rows.append(["Energy", ("not available", "muted")])
@@ -267,7 +271,7 @@ class _Builder:
             out.append(Para(f"Preset {r.preset}: {r.settings['preset_description']}."))
         for note in r.notes:
             out.append(Para(f"Note: {note}.", "note"))
-        if r.warnings:
+        if r.warnings and len(self.d.evals) > 1:
             out.append(Warn("Diagnostics tripped for this evaluation", list(r.warnings)))
         figs = [
             self.image(f"acc-{key}", plots.accuracy_vs_eps(rd, "accuracy against eps"),
@@ -315,7 +319,9 @@ class _Builder:
             s.blocks.append(self.missing("evaluation", "no evaluation result"))
             return s
         if d.warnings:
-            s.blocks.append(self.warn_box())
+            n = len(d.warnings)
+            s.blocks.append(Para(f"{n} check{'s' if n > 1 else ''} tripped (marked TRIPPED below): the robust accuracy "
+                                 "of that evaluation is probably an overestimate.", "bad"))
         else:
             s.blocks.append(Para("No diagnostic tripped.", "ok"))
         for e in d.evals:
@@ -352,10 +358,10 @@ class _Builder:
 
     def _measured_on(self) -> str:
         d, eff = self.d, self.d.efficiency or {}
-        where = f"from {d.efficiency_rel}" if d.efficiency_rel else ""
-        if d.efficiency_note:
-            where = (where + "; " if where else "") + d.efficiency_note
+        where = d.efficiency_note or (f"from {d.efficiency_rel}" if d.efficiency_rel else "")
         ck = eff.get("checkpoint")
+        if ck:
+            ck = next((c.rel for c in d.checkpoints if str(c.path) == str(Path(ck).resolve())), ck)
         what = "Measured" + (f" on {ck}" if ck else "")
         if eff.get("images"):
             what += ", " + " ".join(str(x) for x in (eff["images"], eff.get("dataset"), eff.get("split"), "images") if x)
@@ -420,10 +426,10 @@ class _Builder:
         m = eff.get("memory")
         if m:
             s.blocks.append(Heading("Memory"))
-            variants = [("this SNN (sparse)", m["sparse_bytes"], m["stored_values"]), ("dense SNN (fp32)", m["dense_bytes"], m["weights"])]
+            variants = [("this SNN\n(sparse)", m["sparse_bytes"], m["stored_values"]), ("dense SNN\n(fp32)", m["dense_bytes"], m["weights"])]
             if d.ann_memory:
                 a = d.ann_memory
-                variants.append((f"ANN ({d.ann_rel}, fp32)", a["dense_bytes"], a["weights"]))
+                variants.append((f"ANN\n({d.ann_rel})", a["dense_bytes"], a["weights"]))
             s.blocks.append(self.image("memory", plots.memory(variants), "stored bytes and weights: sparse SNN, dense SNN, ANN"))
             rows = [["this SNN, packed sparse", f"{m['nonzero']:,} non-zero ({m['stored_values']:,} values stored)", _kib(m["sparse_bytes"]), ("1.00x", "")],
                     ["dense SNN, fp32", f"{m['weights']:,}", _kib(m["dense_bytes"]), (_ratio(m["bytes_ratio"]), "strong")]]

@@ -149,7 +149,8 @@ def breakdown(result: dict, title: str) -> bytes:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title, fontsize=10, color=INK, loc="left")
     if g > 1:
-        ax.legend(fontsize=7.5, frameon=False, loc="lower right")
+        ax.legend(fontsize=7.5, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="budget",
+                  title_fontsize=7.5)
     return _png(fig)
 
 
@@ -179,6 +180,7 @@ def spike_rates(spikes: dict) -> bytes:
         total = spikes.get("rate_per_step") or []
         if total:
             ax.plot(range(1, len(total) + 1), total, color=INK, linewidth=2.4, marker="o", markersize=5, label="whole network")
+        ax.set_ylim(bottom=0)
         ax.set_xlabel("time step", fontsize=9, color=INK)
         ax.set_xticks(range(1, max(len(r["rate_per_step"]) for r in layers) + 1))
         ax.set_title("spike rate per time step", fontsize=10, color=INK, loc="left")
@@ -195,7 +197,8 @@ def sparsity(rows: list[dict]) -> bytes:
     for b, r in zip(bars, rows):
         ax.text(b.get_x() + b.get_width() / 2, b.get_height(), f"{r['sparsity']:.0%}\n{r['nonzero']:,}/{r['weights']:,}",
                 ha="center", va="bottom", fontsize=7, color=INK)
-    ax.set_ylim(0, 1.22)
+    ax.set_ylim(0, 1.2)
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
     ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels(names, rotation=30 if len(rows) > 5 else 0, ha="right" if len(rows) > 5 else "center", fontsize=8)
@@ -238,7 +241,7 @@ def memory(variants: list[tuple[str, float, int]]) -> bytes:
             ax.text(b.get_x() + b.get_width() / 2, b.get_height(), txt, ha="center", va="bottom", fontsize=7.5, color=INK)
         ax.set_ylim(0, max(vals + [1e-12]) * 1.3)
         ax.set_xticks(range(len(vals)))
-        ax.set_xticklabels(names, fontsize=8)
+        ax.set_xticklabels(names, fontsize=7.5)
         ax.set_title(title, fontsize=10, color=INK, loc="left")
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     return _png(fig)
@@ -247,7 +250,7 @@ def memory(variants: list[tuple[str, float, int]]) -> bytes:
 # ---------------------------------------------------------------------------- training
 def training_curve(history: list[dict], title: str) -> bytes:
     """Loss (left axis) and train / test accuracy (right axis) per epoch."""
-    fig, (ax,) = _fig(4.4, 2.6)
+    fig, (ax,) = _fig(3.35, 2.5)
     ep = [h.get("epoch", i + 1) for i, h in enumerate(history)]
     lines = []
     if any("loss" in h for h in history):
@@ -267,5 +270,5 @@ def training_curve(history: list[dict], title: str) -> bytes:
     acc.set_ylabel("accuracy", fontsize=9, color=INK)
     ax.set_title(title, fontsize=10, color=INK, loc="left")
     if lines:
-        ax.legend(lines, [l.get_label() for l in lines], fontsize=7.5, frameon=False, loc="center right")
+        ax.legend(lines, [l.get_label() for l in lines], fontsize=7, frameon=False, loc="center right")
     return _png(fig)
