@@ -17,17 +17,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-from . import efficiency, export, info, train  # noqa: E402
+from . import convert, efficiency, evaluate, export, info, prune, report, train  # noqa: E402
 
-for _module in (train, info, export, efficiency):
+for _module in (train, info, evaluate, prune, convert, efficiency, export, report):
     _module.register(app)
-
-try:  # commands that arrive with later stages
-    from . import evaluate as _evaluate  # noqa: E402
-
-    _evaluate.register(app)
-except ImportError:  # pragma: no cover
-    pass
 
 
 def main() -> None:
