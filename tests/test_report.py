@@ -286,3 +286,18 @@ def test_cli_report(run, tmp_path, monkeypatch, capsys):
     code, _, err = _cli(monkeypatch, capsys, "report", tmp_path / "missing")
     lines = [l for l in err.strip().splitlines() if l]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "does not exist" in lines[0]
+
+
+def test_plain_train_run_and_damaged_efficiency(run, tmp_path, monkeypatch):
+    _no_data(monkeypatch)
+    r = tmp_path / "demo"  # what `robustsnn train --out demo` leaves: demo/model + demo/log.json
+    shutil.copytree(run / "snn" / "model", r / "model")
+    shutil.copy(run / "snn" / "log.json", r / "log.json")
+    (r / "efficiency.json").write_text(json.dumps({"energy": {"oops": 1}, "memory": {}, "ops": {}}))
+    (r / "pipeline.json").write_text(json.dumps({"stages": ["not a dict", {"name": "train", "status": "done"}], "config": None}))
+    data = collect(r, compute=False)
+    assert [g.stage for g in data.logs] == ["demo"]  # one stage: the log and the checkpoint history are the same run
+    paths = write_report(r)
+    html = paths["html"].read_text()
+    assert "could not be built" in html and any("Summary" in p or "Energy" in p for p in paths["problems"])
+    assert "Training" in html and "training curve of demo" in html

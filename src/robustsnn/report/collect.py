@@ -61,7 +61,7 @@ class Checkpoint:
     def stage(self) -> str:
         """The run (stage) directory it belongs to: ``snn`` for ``snn/model``."""
         p = Path(self.rel)
-        return str(p.parent) if p.name == "model" and str(p.parent) != "." else str(p)
+        return str(p.parent) if p.name == "model" else str(p)
 
     def describe(self) -> str:
         """``cnn SNN, T=4, lif neurons, width 0.5`` from the model config."""
@@ -222,7 +222,10 @@ def _walk(run_dir: Path, data: RunData, skip: set[Path]) -> tuple[list[tuple[Pat
                 continue
             if name == "log.json" and isinstance(obj, dict) and isinstance(obj.get("history"), list):
                 stage = _rel(d, run_dir)
-                logs[stage] = TrainLog(stage=stage, rel=_rel(path, run_dir), history=obj["history"], recipe=obj.get("recipe"))
+                hist = [h for h in obj["history"] if isinstance(h, dict)]
+                recipe = obj.get("recipe") if isinstance(obj.get("recipe"), dict) else None
+                if hist:
+                    logs[stage] = TrainLog(stage=stage, rel=_rel(path, run_dir), history=hist, recipe=recipe)
             else:
                 jsons.append((path, obj))
     return jsons, logs
@@ -353,6 +356,8 @@ def collect(run_dir: str | Path, *, n: int = 256, compute: bool = True, skip: li
                 continue
             data.evals.append(EvalFile(path=path, rel=_rel(path, run_dir), result=res, mtime=path.stat().st_mtime))
         elif path.parent.resolve() == root and path.name == "pipeline.json":
+            stages = obj.get("stages")
+            obj = dict(obj, stages=[st for st in stages if isinstance(st, dict)] if isinstance(stages, list) else [])
             data.pipeline = obj
         elif _is_efficiency(obj):
             effs.append((path, obj))
@@ -363,9 +368,13 @@ def collect(run_dir: str | Path, *, n: int = 256, compute: bool = True, skip: li
 
     # training logs: log.json per stage, else the history a checkpoint carries
     for ck in data.checkpoints:
-        hist = ck.meta.get("history")
-        if ck.stage not in logs and isinstance(hist, list) and hist:
-            logs[ck.stage] = TrainLog(stage=ck.stage, rel=f"{ck.rel}/{CONFIG}", history=hist, recipe=ck.meta.get("recipe"))
+        hist = [h for h in (ck.meta.get("history") or []) if isinstance(h, dict)]
+        recipe = ck.meta.get("recipe") if isinstance(ck.meta.get("recipe"), dict) else None
+        if ck.stage not in logs and hist:
+            logs[ck.stage] = TrainLog(stage=ck.stage, rel=f"{ck.rel}/{CONFIG}", history=hist, recipe=recipe)
+    for log in logs.values():  # a plain `robustsnn train --out RUN_DIR`: the stage is the run itself
+        if log.stage == ".":
+            log.stage = run_dir.resolve().name or "training"
     def written(log: TrainLog) -> float:
         try:
             return (run_dir / log.rel).stat().st_mtime

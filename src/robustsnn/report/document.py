@@ -538,11 +538,33 @@ class _Builder:
         return s
 
 
+def _guarded(data: RunData, make, sid: str, title: str):
+    """``make()``, or a section that says why it could not be built (input files in an unexpected layout)."""
+    try:
+        return make()
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, ZeroDivisionError) as e:
+        msg = f"{title}: could not be built from the files found ({type(e).__name__}: {e}); they may come from another robustsnn version"
+        data.problems.append(msg)
+        note = Para(f"Not available: {msg}.", "note")
+        return [note] if sid == "summary" else Section(sid, title, [note])
+
+
 def build(data: RunData) -> Document:
     """The report of a run as blocks (and its figures as PNG bytes)."""
     b = _Builder(data)
-    summary = b.summary()
-    sections = [b.robustness(), b.diagnostics(), b.spikes(), b.sparsity(), b.energy(), b.training(), b.commands()]
+    summary = _guarded(data, b.summary, "summary", "Summary")
+    sections = [
+        _guarded(data, make, sid, title)
+        for make, sid, title in (
+            (b.robustness, "robustness", "Robustness"),
+            (b.diagnostics, "diagnostics", "Gradient-masking diagnostics"),
+            (b.spikes, "spikes", "Spike activity"),
+            (b.sparsity, "sparsity", "Sparsity"),
+            (b.energy, "energy", "Energy and memory"),
+            (b.training, "training", "Training"),
+            (b.commands, "commands", "Commands and configuration"),
+        )
+    ]
     extra = b.missing_section()
     if extra is not None:
         sections.append(extra)
