@@ -222,8 +222,9 @@ def balance_thresholds(
         batch_stats: BN layers normalise with the SNN's batch statistics during balancing
             (their running statistics stay untouched; re-estimate them afterwards with
             :func:`adapt_batchnorm`). False: BN uses its running statistics.
-        ann: the ANN twin, to correct the biases on the way (see the module docstring);
-            None leaves the biases alone.
+        ann: the ANN twin, to correct the biases of the layers before the last spiking
+            layer on the way (see the module docstring; the readout's bias is corrected by
+            :func:`adapt_batchnorm` with ``ann``); None leaves the biases alone.
         floor: threshold given to a layer whose percentile is :math:`\le 0` (it never
             fires; default: its ``threshold_floor``).
         log: optional callback receiving one line per layer.
@@ -241,12 +242,14 @@ def balance_thresholds(
         for bn in bns:  # batch statistics, running ones neither used nor updated
             bn.train()
             bn.track_running_stats = False
+    order = list(snn.named_modules())
+    last = max((i for i, (_, m) in enumerate(order) if isinstance(m, SpikingNeuron)), default=-1)
     try:
-        for name, m in snn.named_modules():
+        for i, (name, m) in enumerate(order):
             if isinstance(m, SpikingNeuron):
                 found.append(_set_threshold(snn, name, m, batches, q, time_steps, floor, log))
                 neurons.append(m)
-            elif name in biases and _is_biased(m):
+            elif name in biases and _is_biased(m) and i < last:  # the readout's bias is fixed later
                 _correct_bias(snn, ann, name, m, biases[name], batches, time_steps)
     finally:
         for bn, track in zip(bns, tracked):
