@@ -204,7 +204,9 @@ class _Builder:
         if d.evals:
             ran = any(e.result.diagnostics.get("checks") for e in d.evals)
             if n_warn:
-                rows.append(["Diagnostics", (f"{n_warn} warning{'s' if n_warn > 1 else ''}: see the red box", "bad")])
+                files = list(dict.fromkeys(rel for rel, _ in d.warnings))
+                where = "" if ev is not None and ev.rel in files else f" (in {', '.join(files)}, not the evaluation above)"
+                rows.append(["Diagnostics", (f"{n_warn} warning{'s' if n_warn > 1 else ''}{where}: see the red box", "bad")])
             elif ran:
                 rows.append(["Diagnostics", ("all gradient-masking checks passed", "ok")])
             else:
@@ -230,7 +232,8 @@ class _Builder:
 
     def warn_box(self) -> Warn:
         items = [f"{w}  [{rel}]" for rel, w in self.d.warnings]
-        return Warn("Gradient-masking diagnostics tripped: the robust accuracy is probably an overestimate", items)
+        files = list(dict.fromkeys(rel for rel, _ in self.d.warnings))
+        return Warn(f"Gradient-masking diagnostics tripped: the robust accuracy of {', '.join(files)} is probably an overestimate", items)
 
     # ------------------------------------------------------------------ robustness
     def robustness(self) -> Section:

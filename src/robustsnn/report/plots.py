@@ -78,15 +78,28 @@ def accuracy_vs_eps(result: dict, title: str) -> bytes:
     alone = all(m.get("alone_acc") is not None for r in results for m in r["members"])
     many = len(labels) > 6
     fig, (ax,) = _fig(8.4 if many else 5.2, 3.9 if many else 3.4)
-    colors = _colors(len(labels))
-    for k, (label, c) in enumerate(zip(labels, colors)):
+    broke = [sum(r["members"][k]["broke"] for r in results if k < len(r["members"])) for k in range(len(labels))]
+    # many members: colour the ones that broke samples (at most 10), draw the rest thin and grey
+    shown = set(sorted((k for k in range(len(labels)) if broke[k] > 0), key=lambda k: -broke[k])[:10]) if many else set(range(len(labels)))
+    colors = dict(zip(sorted(shown), _colors(len(shown))))
+    grey_label = None
+    for k, label in enumerate(labels):
         ys = [result["clean_acc"]]
         for r in results:
             m = r["members"][k] if k < len(r["members"]) else None
             v = None if m is None or m.get("skipped") else (m["alone_acc"] if alone else m["running_acc"])
             ys.append(math.nan if v is None else v)
-        ax.plot(eps, ys, color=c, linewidth=1.1, alpha=0.85, marker=".", markersize=4,
-                label=_short(label) + (" (alone)" if alone else ""))
+        if k in shown:
+            ax.plot(eps, ys, color=colors[k], linewidth=1.2, alpha=0.9, marker=".", markersize=4,
+                    label=_short(label) + (" (alone)" if alone else "") + (f"  [{broke[k]}]" if many else ""))
+        else:
+            if grey_label is None:
+                rest = len(labels) - len(shown)
+                grey_label = f"{rest} other member{'s' if rest > 1 else ''}" + (" (broke none)" if not any(broke[j] for j in range(len(labels)) if j not in shown) else "")
+                lab = grey_label
+            else:
+                lab = None
+            ax.plot(eps, ys, color=MUTED, linewidth=0.8, alpha=0.6, label=lab)
     ax.plot(eps, [result["clean_acc"]] + [r["robust_acc"] for r in results], color=INK, linewidth=2.6, marker="o",
             markersize=6, label="ensemble (worst case)", zorder=5)
     for x, y in zip(eps[1:], [r["robust_acc"] for r in results]):
@@ -100,8 +113,10 @@ def accuracy_vs_eps(result: dict, title: str) -> bytes:
     ax.set_xticklabels([f"{e:g}" for e in eps])
     ax.set_title(title, fontsize=10, color=INK, loc="left")
     if many:
-        ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
-                  ncol=1 if len(labels) <= 14 else 2)
+        handles, names = ax.get_legend_handles_labels()
+        order = sorted(range(len(names)), key=lambda i: (names[i] == grey_label, names[i] == "ensemble (worst case)"))
+        ax.legend([handles[i] for i in order], [names[i] for i in order], fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+                  title="member  [samples it broke]", title_fontsize=7.5)
     else:
         ax.legend(fontsize=7.5, loc="upper right", frameon=False)
     return _png(fig)
@@ -128,7 +143,7 @@ def breakdown(result: dict, title: str) -> bytes:
     results = sorted(result["results"], key=lambda r: r["eps"])
     labels = [m["label"] for m in results[0]["members"]]
     k, g = len(labels), len(results)
-    fig, (ax,) = _fig(5.0 if k <= 6 else 7.4, max(1.8, 0.9 + 0.2 * k * min(g, 3)))
+    fig, (ax,) = _fig(5.0 if k <= 6 else 7.4, max(1.8, 0.9 + (0.2 if k <= 6 else 0.12) * k * min(g, 3)))
     ax.grid(False)
     ax.grid(True, axis="x", color="#e4e7eb", linewidth=0.8)
     h = 0.8 / g
