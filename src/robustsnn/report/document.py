@@ -475,12 +475,26 @@ class _Builder:
         p = d.pipeline
         s.blocks.append(Heading("Pipeline"))
         if p:
+            if p.get("command"):
+                s.blocks.append(Code(str(p["command"]), "pipeline command"))
             stages = p.get("stages") or []
             if stages:
+                known = {"name", "status", "seconds", "command"}
+
+                def details(st: dict) -> str:
+                    out = []
+                    for k, v in st.items():
+                        if k in known or isinstance(v, (dict, list)) or v is None:
+                            continue
+                        if isinstance(v, float):
+                            v = pct(v) if k.endswith("acc") and 0 <= v <= 1 else f"{v:g}"
+                        out.append(f"{k} {v}")
+                    return ", ".join(out)
+
                 rows = [[str(st.get("name", "")), (str(st.get("status", "")), "ok" if st.get("status") == "done" else "bad"),
                          f"{st['seconds']:.0f} s" if isinstance(st.get("seconds"), (int, float)) else "",
-                         str(st.get("command", ""))] for st in stages]
-                s.blocks.append(Table(["stage", "status", "time", "command"], rows, align="llrl"))
+                         str(st.get("command") or details(st))] for st in stages]
+                s.blocks.append(Table(["stage", "status", "time", "command / result"], rows, align="llrl"))
             if p.get("config") is not None:
                 s.blocks.append(Code(_json(p["config"]), "pipeline configuration (pipeline.json)"))
         else:
