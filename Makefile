@@ -5,12 +5,16 @@ PY ?= python3
 DATA_DIR ?= /usr/share/datasets/fashion-mnist
 RUN_DIR ?= runs/demo
 
-.PHONY: setup data demo test test-slow bench
+.PHONY: setup data browser demo test test-slow bench
 
 data:
 	@if [ ! -f $(DATA_DIR)/train-images-idx3-ubyte.gz ]; then \
 	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || \
 	  echo "could not install dataset-fashion-mnist; pass --data-dir or set ROBUSTSNN_DATA"; fi
+
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) || \
+	  echo "no chromium: the browser test will skip"
 
 setup: data
 	$(PY) -m pip install -q torch==2.13.0
@@ -20,7 +24,7 @@ demo: setup
 	robustsnn train --config configs/fmnist/demo.yaml --out $(RUN_DIR)
 	robustsnn info $(RUN_DIR)/model
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-slow: setup

@@ -288,6 +288,11 @@ class SpikingNeuron(nn.Module):
             c = current if gain is None else current * gain.view(-1, *([1] * (current.dim() - 1)))
             return torch.relu(c)
         theta = self.effective_threshold()
+        needs_grad = torch.is_grad_enabled() and (
+            current.requires_grad or theta.requires_grad or (gain is not None and gain.requires_grad)
+        )
+        if not needs_grad:  # inference: no saved membrane, no autograd node
+            return _forward_loop(current, theta.to(current.dtype), gain, cfg.lam, cfg.reset == "soft", False)[0]
         if gm.mode == "bptr":
             return multistep_spike_bptr(current, theta, cfg.lam, gain, cfg.reset)
         surrogate = gm.surrogate or cfg.surrogate

@@ -17,9 +17,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-from . import convert, efficiency, evaluate, export, info, prune, report, train  # noqa: E402
+from . import convert, efficiency, evaluate, export, info, pipeline, prune, report, train  # noqa: E402
 
-for _module in (train, info, evaluate, prune, convert, efficiency, export, report):
+for _module in (train, info, evaluate, prune, convert, pipeline, efficiency, export, report):
     _module.register(app)
 
 

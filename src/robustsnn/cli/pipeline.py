@@ -1,0 +1,60 @@
+"""``robustsnn pipeline``: robust ANN -> prune -> convert -> SNN finetune -> evaluate -> report."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from ..pipeline import PipelineConfig, run_pipeline
+from .config_file import merge_options, read_config
+
+__all__ = ["register"]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``pipeline`` command to ``app``."""
+
+    @app.command("pipeline")
+    def pipeline_cmd(
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/TOML file of pipeline options; flags override it."),
+        out: Path = typer.Option(Path("runs/pipeline"), "--out", "-o", help="Run directory (re-running continues it)."),
+        sparsity: Optional[float] = typer.Option(None, help="Target sparsity in [0, 1): 0.9 keeps 10 % of the weights."),
+        pruning: Optional[str] = typer.Option(None, help="hydra, lwm, lwm-global or random."),
+        baseline: Optional[str] = typer.Option(None, help="Instead of conversion: end-to-end sparse AT of the SNN with a 'random' or the 'ann-mask' mask."),
+        ann: Optional[str] = typer.Option(None, "--ann", help="Reuse this robust ANN checkpoint instead of pretraining."),
+        dataset: Optional[str] = typer.Option(None),
+        data_dir: Optional[str] = typer.Option(None),
+        model: Optional[str] = typer.Option(None, help="Architecture (default cnn)."),
+        eps: Optional[float] = typer.Option(None, help="Training and evaluation budget (pixel units)."),
+        time_steps: Optional[int] = typer.Option(None, "--time-steps", "-T", help="T of the SNN (seed: 8)."),
+        ann_epochs: Optional[int] = typer.Option(None),
+        snn_epochs: Optional[int] = typer.Option(None),
+        train_subset: Optional[int] = typer.Option(None, help="Training images of the ANN stages."),
+        eval_preset: Optional[str] = typer.Option(None, help="Evaluation preset (default standard)."),
+        eval_n: Optional[int] = typer.Option(None, help="Test images of the evaluation."),
+        seed: Optional[int] = typer.Option(None),
+        restart: bool = typer.Option(False, "--restart", help="Delete the run directory first."),
+        no_progress: bool = typer.Option(False, "--no-progress"),
+    ):
+        """Sparse robust SNN by conversion, as resumable stages in one folder (re-run to continue)."""
+        flags = {k: v for k, v in locals().items() if k not in ("config", "out", "restart", "no_progress", "ann")}
+        flags["ann_checkpoint"] = ann
+        opts = merge_options(asdict(PipelineConfig()), read_config(config), flags)
+        cfg = PipelineConfig.from_dict(opts)
+        if restart and out.exists():
+            shutil.rmtree(out)
+        command = "robustsnn " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        console = Console()
+        state = run_pipeline(cfg, out, command=command, progress=not no_progress, console=console)
+        for s in state["stages"]:
+            extra = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in s.items()
+                              if k not in ("name", "status", "seconds", "layers"))
+            console.print(f"  {s['name']:<10} {s['seconds']:>7.0f} s  {extra}")
+        console.print(f"[bold green]pipeline finished[/]: {out}")

@@ -1,0 +1,55 @@
+"""The conversion pipeline: all stages end to end, and a killed run continues where it stopped."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import robustsnn
+from robustsnn.errors import UsageError
+from robustsnn.pipeline import PipelineConfig, run_pipeline
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+pytestmark = pytest.mark.skipif(not FMNIST.exists(), reason="needs Debian's dataset-fashion-mnist (make test installs it)")
+
+
+def _tiny(**kw):
+    base = dict(width=0.25, train_subset=192, snn_train_subset=128, ann_epochs=1, prune_finetune_epochs=1,
+                hydra_epochs=1, snn_epochs=1, ann_attack_steps=1, time_steps=2, calib_batches=2, calib_time_steps=8,
+                calib_batch_size=16, eval_preset="quick", eval_n=24, efficiency_n=16, sparsity=0.9, pruning="lwm")
+    base.update(kw)
+    return PipelineConfig(**base)
+
+
+def test_pipeline_runs_every_stage_and_resumes_after_a_kill(tmp_path):
+    cfg = _tiny()
+    state = run_pipeline(cfg, tmp_path, progress=False, stop_after="prune")  # "killed" after pruning
+    assert [s["name"] for s in state["stages"]] == ["ann", "prune"]
+    ann_mtime = (tmp_path / "ann" / "model" / "weights.safetensors").stat().st_mtime_ns
+    state = run_pipeline(cfg, tmp_path, progress=False)
+    assert [s["name"] for s in state["stages"]] == ["ann", "prune", "convert", "finetune", "evaluate", "efficiency", "report"]
+    assert (tmp_path / "ann" / "model" / "weights.safetensors").stat().st_mtime_ns == ann_mtime, "finished stage ran again"
+    final = robustsnn.load(tmp_path / "finetune" / "model")
+    assert final.config.kind == "snn" and final.config.time_steps == 2
+    # the mask chosen by pruning survives conversion and SNN finetuning
+    pruned = robustsnn.load(tmp_path / "prune" / "model")
+    for (name, a), (_, b) in zip(pruned.named_modules(), final.named_modules()):
+        if hasattr(a, "weight_mask"):
+            assert (b.weight_mask == a.weight_mask).all(), name
+            assert (b.weight[b.weight_mask == 0] == 0).all(), name
+    ev = json.loads((tmp_path / "eval-quick.json").read_text())
+    assert ev["results"][0]["robust_acc"] <= ev["results"][0]["clean_acc"]
+    assert (tmp_path / "report.html").exists() and (tmp_path / "efficiency.json").exists()
+
+
+def test_changed_settings_are_not_mixed_into_an_old_run(tmp_path):
+    run_pipeline(_tiny(), tmp_path, progress=False, stop_after="ann")
+    with pytest.raises(UsageError, match="other settings"):
+        run_pipeline(_tiny(sparsity=0.95), tmp_path, progress=False)
+
+
+def test_bad_pipeline_settings_are_refused():
+    with pytest.raises(UsageError, match="sparsity"):
+        PipelineConfig(sparsity=90)
+    with pytest.raises(UsageError, match="pruning"):
+        PipelineConfig(pruning="magnitude")
