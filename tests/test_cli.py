@@ -89,8 +89,17 @@ def test_every_shipped_config_is_valid():
     from robustsnn.models import available
     from robustsnn.train import make_objective
 
-    files = sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml"))
+    root = Path(__file__).parents[1] / "configs"
+    files = sorted(f for f in root.rglob("*.yaml") if f.parent.name != "pipeline")
     assert len(files) >= 14 + 16
+    import yaml
+
+    from robustsnn.pipeline import PipelineConfig
+
+    pipelines = sorted((root / "pipeline").glob("*.yaml"))
+    assert len(pipelines) >= 7
+    for f in pipelines:
+        PipelineConfig.from_dict(yaml.safe_load(f.read_text()))
     for f in files:
         o = merge_options(TRAIN_DEFAULTS, read_config(f), {})
         assert o["model"] in available(), f
