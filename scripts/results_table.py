@@ -1,0 +1,104 @@
+"""Build the tables of docs/results.md from the run directories (nothing typed by hand).
+
+    python scripts/results_table.py [--runs runs] > docs/results_tables.md
+
+Robust-stable matrix: every ``runs/fmnist/<name>/`` with ``model/``, ``log.json`` and
+``eval-{fgsm,quick,standard}.json`` (written by ``robustsnn train --config
+configs/fmnist/<name>.yaml``). Sparse conversion: every ``runs/pipeline/<name>/`` with
+``pipeline.json``, ``eval-*.json`` and ``efficiency.json``. A missing number is shown
+as "-" (the run has not reached that stage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _load(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def _robust(ev) -> tuple[float | None, int | None]:
+    if not ev:
+        return None, None
+    return ev["results"][0]["robust_acc"], ev["n"]
+
+
+def matrix_rows(root: Path) -> list[str]:
+    """One Markdown row per robust-stable training run."""
+    rows = [
+        "| run | neuron | objective | rho (MPPD) | Parseval | clean, full test set | FGSM | PGD-10 | standard ensemble | n attacked | warnings | command |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in sorted(p for p in root.glob("*") if (p / "model" / "config.json").exists()):
+        meta = _load(run / "model" / "config.json") or {}
+        opts = meta.get("options") or {}
+        hist = meta.get("history") or []
+        clean = hist[-1].get("test_acc") if hist and hist[-1].get("test_images") == 10000 else None
+        evs = {p: _load(run / f"eval-{p}.json") for p in ("fgsm", "quick", "standard")}
+        (fgsm, _), (pgd, _), (ens, n) = (_robust(evs[p]) for p in ("fgsm", "quick", "standard"))
+        warn = sum(len(e.get("warnings") or []) for e in evs.values() if e)
+        cmd = f"`robustsnn train --config configs/fmnist/{run.name}.yaml`"
+        rows.append(
+            f"| {run.name} | {opts.get('neuron', '-')} | {opts.get('objective', '-')} | {opts.get('mppd') or 0} | "
+            f"{opts.get('parseval') or 0} | {_pct(clean)} | {_pct(fgsm)} | {_pct(pgd)} | {_pct(ens)} | "
+            f"{n if n else '-'} | {warn if any(evs.values()) else '-'} | {cmd} |"
+        )
+    return rows
+
+
+def pipeline_rows(root: Path) -> list[str]:
+    """One Markdown row per pipeline run (conversion or baseline)."""
+    rows = [
+        "| run | route | pruning | sparsity | clean | standard ensemble (eps 0.1) | n | stored weights | bytes vs dense fp32 | energy vs dense SNN | energy vs ANN twin | training epochs | command |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in sorted(p for p in root.glob("*") if (p / "pipeline.json").exists()):
+        state = _load(run / "pipeline.json") or {}
+        cfg = state.get("config", {})
+        done = {s["name"] for s in state.get("stages", [])}
+        ev = next((_load(p) for p in sorted(run.glob("eval-*.json"))), None)
+        ens, n = _robust(ev)
+        clean = ev["clean_acc"] if ev else None
+        eff = _load(run / "efficiency.json") or {}
+        mem, energy = eff.get("memory") or {}, (eff.get("energy") or {}).get("savings") or {}
+        route = f"baseline ({cfg.get('baseline')} mask)" if cfg.get("baseline") else "conversion"
+        epochs = cfg.get("baseline_epochs") or _epochs(cfg)
+        cmd = f"`scripts/run_pipelines.sh configs/pipeline/{run.name}.yaml`"
+        stored = f"{mem['nonzero']:,} / {mem['weights']:,}" if mem else "-"
+        rows.append(
+            f"| {run.name} | {route} | {cfg.get('pruning') if not cfg.get('baseline') else 'random'} | {cfg.get('sparsity')} | "
+            f"{_pct(clean)} | {_pct(ens)} | {n or '-'} | {stored} | "
+            f"{'%.1fx' % mem['bytes_ratio'] if mem else '-'} | "
+            f"{'%.1fx' % energy['snn_dense'] if energy else '-'} | {'%.1fx' % energy['ann'] if energy else '-'} | "
+            f"{epochs} | {cmd}{'' if 'evaluate' in done else ' (unfinished)'} |"
+        )
+    return rows
+
+
+def _epochs(cfg: dict) -> int:
+    prune = cfg["hydra_epochs"] + cfg["prune_finetune_epochs"] if cfg.get("pruning") == "hydra" else cfg.get("prune_finetune_epochs", 0)
+    return cfg.get("ann_epochs", 0) + (prune if cfg.get("sparsity", 0) > 0 else 0) + cfg.get("snn_epochs", 0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=Path, default=Path("runs"))
+    args = ap.parse_args()
+    print("### Robust stable SNNs (configs/fmnist), eps = 0.1, accuracy in %\n")
+    print("\n".join(matrix_rows(args.runs / "fmnist")))
+    print("\n### Sparse robust SNNs by conversion (configs/pipeline), eps = 0.1, accuracy in %\n")
+    print("\n".join(pipeline_rows(args.runs / "pipeline")))
+
+
+if __name__ == "__main__":
+    main()
