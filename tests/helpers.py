@@ -1,6 +1,8 @@
-"""Small shared fixtures for the tests: tiny data sets and tiny models."""
+"""Small shared fixtures for the tests: tiny data sets, tiny models, a CLI runner."""
 
 from __future__ import annotations
+
+import sys
 
 import torch
 
@@ -24,3 +26,17 @@ def tiny_snn(kind: str = "snn", neuron: str = "lif", time_steps: int = 2, **kw):
     torch.manual_seed(0)
     info = dataset_info("fashion-mnist")
     return build("cnn", kind=kind, neuron=neuron, time_steps=time_steps, width=0.25, mean=info.mean, std=info.std, **kw)
+
+
+def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """Run ``robustsnn ARGS`` in-process; returns (exit code, stdout, stderr)."""
+    from robustsnn.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["robustsnn", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err

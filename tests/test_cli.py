@@ -1,21 +1,10 @@
 """The command line: one-line errors, config files with flag overrides, train + info."""
 
-import sys
 
-import pytest
-
-from robustsnn.cli import main
+from helpers import run_cli
 
 
-def run(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["robustsnn", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+run = run_cli
 
 
 def _one_line_error(code, err):

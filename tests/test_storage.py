@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import struct
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from helpers import run_cli
 from robustsnn import build, checkpoint
 from robustsnn.errors import CheckpointError
 from robustsnn.metrics import memory_report
@@ -149,29 +149,7 @@ def test_damaged_sparse_checkpoint_is_a_clear_error(tmp_path):
         unpack_state_dict(tensors, {"format": "something-else"})
 
 
-def _run_cli(monkeypatch, capsys, *args):
-    import typer
-
-    from robustsnn.cli import main
-    from robustsnn.cli import export as export_cli
-    from robustsnn.cli import efficiency as efficiency_cli
-    import robustsnn.cli as cli_pkg
-
-    registered = {c.name for c in cli_pkg.app.registered_commands}
-    app = cli_pkg.app
-    if "export" not in registered or "efficiency" not in registered:  # until the lead wires them in
-        app = typer.Typer(pretty_exceptions_enable=False)
-        export_cli.register(app)
-        efficiency_cli.register(app)
-        monkeypatch.setattr(cli_pkg, "app", app)
-    monkeypatch.setattr(sys, "argv", ["robustsnn", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+_run_cli = run_cli
 
 
 def _write_fmnist_test_split(folder, n=6):
