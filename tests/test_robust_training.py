@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from robustsnn.attacks.pgd import PGD
 from robustsnn.errors import UsageError
-from robustsnn.train import TrainConfig, accuracy, fit, make_objective, parseval_step
+from robustsnn.train import TrainConfig, fit, make_objective, parseval_step
 from robustsnn.train.mppd import capture_currents, perturbation_energy, select_layers
 from robustsnn.train.robust import mart_loss, trades_loss
 
