@@ -226,9 +226,22 @@ def _as_tensors(data, n: int | None, data_dir=None) -> tuple[torch.Tensor, torch
     return x, y, name
 
 
+def _number(text: str) -> float:
+    """``"0.1"`` or ``"8/255"`` -> float."""
+    t = text.strip()
+    try:
+        if "/" in t:
+            a, b = t.split("/", 1)
+            return float(a) / float(b)
+        return float(t)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"eps {t!r} is not a number; give pixel units like 0.1 or 8/255") from None
+
+
 def _parse_eps(eps) -> list[float]:
+    """One budget, a sequence, or a comma-separated string (``"0.05,8/255"``) -> distinct floats, in order."""
     if isinstance(eps, str):
-        eps = [float(e) for e in eps.replace(" ", "").split(",") if e]
+        eps = [_number(e) for e in eps.split(",") if e.strip()]
     if isinstance(eps, (int, float)):
         eps = [eps]
     out = []

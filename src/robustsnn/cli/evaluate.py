@@ -32,23 +32,12 @@ def default_out(ckpt: Path, preset: str) -> Path:
 
 
 def _eps_values(values: list[str]) -> list[float]:
-    out = []
-    for v in values:
-        for part in str(v).split(","):
-            part = part.strip()
-            if not part:
-                continue
-            try:
-                if "/" in part:  # "8/255"
-                    a, b = part.split("/", 1)
-                    out.append(float(a) / float(b))
-                else:
-                    out.append(float(part))
-            except (ValueError, ZeroDivisionError):
-                raise UsageError(f"--eps {part!r} is not a number; give pixel units like 0.1 or 8/255") from None
-    if not out:
-        raise UsageError("--eps needs at least one budget, e.g. --eps 0.1")
-    return out
+    from ..evaluate import _parse_eps
+
+    try:
+        return _parse_eps(",".join(str(v) for v in values))
+    except ValueError as e:
+        raise UsageError(f"--eps: {e}") from None
 
 
 def print_result(res, console: Console) -> None:
@@ -59,7 +48,7 @@ def print_result(res, console: Console) -> None:
             title += f", calibrated estimator {r.calibration['estimator']}"
         t = Table(title=title, title_justify="left")
         t.add_column("#", justify="right")
-        t.add_column("member")
+        t.add_column("member", overflow="fold")
         t.add_column("attacked", justify="right")
         t.add_column("broke", justify="right")
         t.add_column("accuracy after", justify="right")
