@@ -143,3 +143,37 @@ def test_autoattack_preset_calibrates_the_estimator(snn, data):
     labels = [m["label"] for m in res.results[0].members]
     assert labels[0] == f"apgd-ce@{cal['estimator']}" and labels[-1] == "square-5000"
     assert res.robust_acc <= 0.1
+
+
+def test_stochastic_models_are_evaluated_with_eot_and_majority_votes(data):
+    from robustsnn import build
+
+    torch.manual_seed(0)
+    poisson = build("cnn", kind="snn", time_steps=2, width=0.25, encoding="poisson").eval()
+    x, y = data
+    res = evaluate(poisson, (x, y), preset="quick", eps=0.1, n=12, diagnostics=False, seed=3)
+    assert res.settings["stochastic"] and res.settings["votes"] == 9 and res.settings["eot"] == 8
+    assert any("EOT" in note for note in res.notes)
+    again = evaluate(poisson, (x, y), preset="quick", eps=0.1, n=12, diagnostics=False, seed=3)
+    assert again.results[0].breaker == res.results[0].breaker  # the seed also fixes the Poisson encoder
+
+
+def test_cli_evaluate_prints_the_table_and_writes_json(tmp_path):
+    from typer.testing import CliRunner
+
+    from robustsnn import checkpoint
+    from robustsnn.cli import app
+
+    ckpt = checkpoint.save(tmp_path / "run" / "model", trained_toy_model("ann"), dataset="fashion-mnist")
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(
+        app, ["evaluate", str(ckpt), "--preset", "quick", "--eps", "0.05,8/255", "--n", "32", "--no-diagnostics",
+              "--no-progress", "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    assert "ensemble (worst case)" in result.output and "pgd-10" in result.output
+    d = json.loads(out.read_text())
+    assert d["eps"] == [0.05, 8 / 255] and d["n"] == 32 and d["dataset"] == "fashion-mnist"
+    assert d["command"].startswith("robustsnn") and d["model"]["kind"] == "ann"
+    bad = CliRunner().invoke(app, ["evaluate", str(ckpt), "--eps", "8", "--n", "4"])
+    assert bad.exit_code != 0 and "did you mean 8/255" in str(bad.exception or bad.output)
