@@ -1,6 +1,7 @@
 """Build the tables of docs/results.md from the run directories (nothing typed by hand).
 
-    python scripts/results_table.py [--runs runs] > docs/results_tables.md
+    python scripts/results_table.py [--runs runs]
+    scripts/collect_results.sh && python scripts/results_table.py --runs results   # the committed copies
 
 Robust-stable matrix: every ``runs/fmnist/<name>/`` with ``model/``, ``log.json`` and
 ``eval-{fgsm,quick,standard}.json`` (written by ``robustsnn train --config
