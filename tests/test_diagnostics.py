@@ -42,7 +42,7 @@ def test_diagnostics_stay_quiet_on_normal_models(data):
     with warnings.catch_warnings():
         warnings.simplefilter("error", RobustnessWarning)
         ann = evaluate(trained_toy_model("ann"), (x, y), preset="quick", eps=[0.05, 0.1], n=64, calibration_size=32)
-        snn = evaluate(trained_toy_model("snn"), (x, y), preset="standard", eps=0.1, n=64, calibration_size=32)
+        snn = evaluate(trained_toy_model("snn"), (x, y), preset="pgd-ens", eps=0.1, n=64, calibration_size=32)
     for res in (ann, snn):
         assert not tripped(res) and res.warnings == []
         names = {c["name"] for c in res.diagnostics["checks"]}

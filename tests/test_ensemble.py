@@ -98,16 +98,19 @@ def test_members_accept_tuples_classes_and_built_attacks(snn, data):
 
 def test_presets_list_their_members(snn):
     ann = trained_toy_model("ann")
-    std = preset_members("standard", snn)
-    assert len(std) == 19 and [m.estimator for m in std] == list(SEED_ESTIMATORS)
-    assert all(m.attack == "pgd" and m.params["steps"] == 20 for m in std)
+    ens = preset_members("pgd-ens", snn)
+    assert len(ens) == 19 and [m.estimator for m in ens] == list(SEED_ESTIMATORS)
+    assert all(m.attack == "pgd" and m.params["steps"] == 20 for m in ens)
+    std = preset_members("standard", snn, calibrated=SEED_ESTIMATORS[3])
+    assert std[:19] == ens and [m.label() for m in std[19:]] == ["apgd-t@bptt:triangle(w=0.5)", "square-1000"]
     assert [m.label() for m in preset_members("quick", snn)] == ["pgd-10@bptt:triangle(w=1)"]
     aa = [m.attack for m in preset_members("autoattack", snn)]
     assert aa == ["apgd-ce", "apgd-t", "fab-t", "square"]
     full = preset_members("full", snn)
     assert [m.attack for m in full[-3:]] == ["square", "transfer", "noise"]
     assert all(m.white_box for m in full[:-3])  # black box last: their breaks are masking evidence
-    assert [m.label() for m in preset_members("standard", ann)] == ["pgd-20@default"]  # estimators collapse on an ANN
+    # estimators collapse on an ANN
+    assert [m.label() for m in preset_members("standard", ann)] == ["pgd-20@default", "apgd-t@default", "square-1000"]
     with pytest.raises(ValueError, match="unknown preset"):
         preset_members("strong")
 
