@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .io import jsonable
 from .attacks.base import check_eps, check_norm
 from .attacks.diagnostics import (
     Diagnostics,
@@ -131,7 +132,7 @@ class EvalResult:
 
     def to_json(self, indent: int | None = 2) -> str:
         """The result as JSON text."""
-        return json.dumps(self.to_dict(), indent=indent, default=_jsonable)
+        return json.dumps(self.to_dict(), indent=indent, default=jsonable)
 
     def save(self, path: str | Path) -> Path:
         """Write the JSON to ``path`` atomically (temporary file, then ``os.replace``)."""
@@ -163,18 +164,6 @@ class EvalResult:
             lines.append(f"  {'ensemble (worst case)':<44} {'':>11}    {r.robust_acc:.2%}")
         lines += [f"WARNING: {w}" for w in self.warnings]
         return "\n".join(lines)
-
-
-def _jsonable(o: Any):
-    if hasattr(o, "to_dict"):
-        return o.to_dict()
-    if torch.is_tensor(o):
-        return o.tolist()
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
 
 
 # ---------------------------------------------------------------------------- data
@@ -293,7 +282,7 @@ def evaluate(
         model: pixels [B, C, H, W] in [0, 1] -> logits [B, K]; an SNN or an ANN.
         data: ``(x, y)`` tensors (x float in [0, 1] or uint8), a robustsnn ``ArrayDataset``,
             an iterable of ``(x, y)`` batches, or a data set name (its test split).
-        preset: ``"quick"``, ``"standard"``, ``"autoattack"`` or ``"full"``
+        preset: ``"quick"``, ``"pgd-ens"``, ``"standard"``, ``"autoattack"`` or ``"full"``
             (:mod:`robustsnn.attacks.presets`); ignored when ``members`` is given.
         eps: one budget or several (a list or ``"0.05,0.1"``), pixel units.
         norm: ``"Linf"`` or ``"L2"``.

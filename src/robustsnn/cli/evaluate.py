@@ -91,7 +91,7 @@ def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate_cmd(
         ckpt: Path = typer.Argument(..., help="Checkpoint directory (or a run directory holding model/)."),
-        preset: str = typer.Option("standard", "--preset", "-p", help="quick, standard, autoattack or full."),
+        preset: str = typer.Option("standard", "--preset", "-p", help="quick, pgd-ens, standard, autoattack or full (see robustsnn.attacks.presets)."),
         eps: List[str] = typer.Option(["0.1"], "--eps", "-e", help="Budget(s) in pixel units; repeat or comma-separate: --eps 0.05,0.1 (8/255 works)."),
         norm: str = typer.Option("Linf", help="Linf or L2."),
         n: int = typer.Option(1000, "--n", "-n", help="Evaluate the first N test images."),
