@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["atomic_write", "atomic_write_json", "atomic_replace_dir", "read_json"]
+__all__ = ["atomic_write", "atomic_write_json", "atomic_replace_dir", "read_json", "jsonable"]
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -29,7 +29,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
 
 def atomic_write_json(path: str | Path, obj) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
-    text = json.dumps(obj, indent=2, sort_keys=False, default=_jsonable)
+    text = json.dumps(obj, indent=2, sort_keys=False, default=jsonable)
     return atomic_write(path, lambda p: p.write_text(text + "\n"))
 
 
@@ -63,7 +63,8 @@ def read_json(path: str | Path):
     return json.loads(Path(path).read_text())
 
 
-def _jsonable(o):
+def jsonable(o):
+    """``json.dumps`` default: objects with to_dict(), tensors/arrays, sets, tuples, paths."""
     if hasattr(o, "to_dict"):
         return o.to_dict()
     if hasattr(o, "tolist"):

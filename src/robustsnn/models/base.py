@@ -23,7 +23,7 @@ from ..encoding import ENCODINGS, encode, readout
 from ..layers import Normalize
 from ..neurons import GradMode, NeuronConfig, ReLU, SpikingNeuron
 
-__all__ = ["ModelConfig", "TwinModel", "ActivationFactory", "spiking_layers", "scaled_channels"]
+__all__ = ["ModelConfig", "TwinModel", "ActivationFactory", "spiking_layers", "scaled_channels", "init_weights"]
 
 ActivationFactory = Callable[[], nn.Module]
 
@@ -154,6 +154,16 @@ class TwinModel(nn.Module):
 def scaled_channels(config: ModelConfig, n: int) -> int:
     """``n`` channels scaled by ``config.width`` (at least 1)."""
     return max(1, int(round(n * config.width)))
+
+
+def init_weights(body: nn.Module) -> nn.Module:
+    """Kaiming-normal (fan-out) convolutions and zero Linear biases, as the seeds initialise."""
+    for m in body.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+    return body
 
 
 def activation_factory(config: ModelConfig) -> ActivationFactory:

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from .. import layers as L
-from .base import ActivationFactory, ModelConfig, scaled_channels
+from .base import ActivationFactory, ModelConfig, init_weights, scaled_channels
 from .registry import register
 
 __all__ = ["BasicBlock", "resnet19", "resnet20"]
@@ -76,13 +76,6 @@ class BasicBlock(nn.Module):
         return self.act2(out + self.shortcut(x))
 
 
-def _init(body: nn.Module) -> nn.Module:
-    for m in body.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.Linear) and m.bias is not None:
-            nn.init.zeros_(m.bias)
-    return body
 
 
 def _resnet(
@@ -111,7 +104,7 @@ def _resnet(
         c = h
     head.append(L.Linear(c, config.num_classes))
     parts.append(("head", nn.Sequential(*head)))
-    return _init(nn.Sequential(OrderedDict(parts)))
+    return init_weights(nn.Sequential(OrderedDict(parts)))
 
 
 @register("resnet19")

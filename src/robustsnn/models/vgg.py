@@ -33,7 +33,7 @@ from collections import OrderedDict
 from torch import nn
 
 from .. import layers as L
-from .base import ActivationFactory, ModelConfig, scaled_channels
+from .base import ActivationFactory, ModelConfig, init_weights, scaled_channels
 from .registry import register
 
 __all__ = ["vgg5", "vgg11", "vgg16", "VGG_FEATURES"]
@@ -64,13 +64,6 @@ def _features(config: ModelConfig, act: ActivationFactory, spec: list) -> tuple[
     return nn.Sequential(*layers), c, side
 
 
-def _init(body: nn.Module) -> nn.Module:
-    for m in body.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.Linear) and m.bias is not None:
-            nn.init.zeros_(m.bias)
-    return body
 
 
 def _vgg(config: ModelConfig, act: ActivationFactory, name: str, hidden: int, global_pool: bool) -> nn.Module:
@@ -81,7 +74,7 @@ def _vgg(config: ModelConfig, act: ActivationFactory, name: str, hidden: int, gl
     else:
         head = [L.Flatten(), L.Linear(c * side * side, h)]
     classifier = nn.Sequential(*head, act(), L.Linear(h, config.num_classes))
-    return _init(nn.Sequential(OrderedDict(features=features, classifier=classifier)))
+    return init_weights(nn.Sequential(OrderedDict(features=features, classifier=classifier)))
 
 
 @register("vgg5")

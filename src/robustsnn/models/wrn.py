@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from .. import layers as L
-from .base import ActivationFactory, ModelConfig, scaled_channels
+from .base import ActivationFactory, ModelConfig, init_weights, scaled_channels
 from .registry import register
 
 __all__ = ["PreActBlock", "wide_resnet", "wrn16_4"]
@@ -91,13 +91,7 @@ def wide_resnet(config: ModelConfig, act: ActivationFactory, depth: int, widen: 
         ("flatten", L.Flatten()),
         ("fc", L.Linear(c, config.num_classes)),
     ]
-    body = nn.Sequential(OrderedDict(parts))
-    for m in body.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.Linear) and m.bias is not None:
-            nn.init.zeros_(m.bias)
-    return body
+    return init_weights(nn.Sequential(OrderedDict(parts)))
 
 
 @register("wrn16_4")
