@@ -34,11 +34,21 @@ def _robust(ev) -> tuple[float | None, int | None]:
     return ev["results"][0]["robust_acc"], ev["n"]
 
 
+def _members(ev) -> str:
+    """How many (attack x estimator) members the ensemble had, e.g. '19 PGD-20'."""
+    if not ev:
+        return "-"
+    labels = [m.get("label", "") if isinstance(m, dict) else str(m) for m in ev.get("members", [])]
+    if labels and all(l.startswith("pgd-20") for l in labels):
+        return f"{len(labels)} PGD-20"
+    return str(len(labels))
+
+
 def matrix_rows(root: Path) -> list[str]:
     """One Markdown row per robust-stable training run."""
     rows = [
-        "| run | neuron | objective | rho (MPPD) | Parseval | clean, full test set | FGSM | PGD-10 | standard ensemble | n attacked | warnings | command |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | neuron | objective | rho (MPPD) | Parseval | clean, full test set | FGSM | PGD-10 | ensemble | ensemble members | n attacked | warnings | command |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in sorted(p for p in root.glob("*") if (p / "model" / "config.json").exists()):
         meta = _load(run / "model" / "config.json") or {}
@@ -51,7 +61,7 @@ def matrix_rows(root: Path) -> list[str]:
         cmd = f"`robustsnn train --config configs/fmnist/{run.name}.yaml`"
         rows.append(
             f"| {run.name} | {opts.get('neuron', '-')} | {opts.get('objective', '-')} | {opts.get('mppd') or 0} | "
-            f"{opts.get('parseval') or 0} | {_pct(clean)} | {_pct(fgsm)} | {_pct(pgd)} | {_pct(ens)} | "
+            f"{opts.get('parseval') or 0} | {_pct(clean)} | {_pct(fgsm)} | {_pct(pgd)} | {_pct(ens)} | {_members(evs['standard'])} | "
             f"{n if n else '-'} | {warn if any(evs.values()) else '-'} | {cmd} |"
         )
     return rows
@@ -60,8 +70,8 @@ def matrix_rows(root: Path) -> list[str]:
 def pipeline_rows(root: Path) -> list[str]:
     """One Markdown row per pipeline run (conversion or baseline)."""
     rows = [
-        "| run | route | pruning | sparsity | clean | standard ensemble (eps 0.1) | n | stored weights | bytes vs dense fp32 | energy vs dense SNN | energy vs ANN twin | training epochs | command |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | route | pruning | sparsity | clean | ensemble (eps 0.1) | members | n | stored weights | bytes vs dense fp32 | energy vs dense SNN | energy vs ANN twin | training epochs | command |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in sorted(p for p in root.glob("*") if (p / "pipeline.json").exists()):
         state = _load(run / "pipeline.json") or {}
@@ -78,7 +88,7 @@ def pipeline_rows(root: Path) -> list[str]:
         stored = f"{mem['nonzero']:,} / {mem['weights']:,}" if mem else "-"
         rows.append(
             f"| {run.name} | {route} | {cfg.get('pruning') if not cfg.get('baseline') else 'random'} | {cfg.get('sparsity')} | "
-            f"{_pct(clean)} | {_pct(ens)} | {n or '-'} | {stored} | "
+            f"{_pct(clean)} | {_pct(ens)}{' (diagnostics tripped: likely overestimate)' if ev and ev.get('warnings') else ''} | {_members(ev)} | {n or '-'} | {stored} | "
             f"{'%.1fx' % mem['bytes_ratio'] if mem else '-'} | "
             f"{'%.1fx' % energy['snn_dense'] if energy else '-'} | {'%.1fx' % energy['ann'] if energy else '-'} | "
             f"{epochs} | {cmd}{'' if 'evaluate' in done else ' (unfinished)'} |"
