@@ -101,8 +101,14 @@ def test_presets_list_their_members(snn):
     ens = preset_members("pgd-ens", snn)
     assert len(ens) == 19 and [m.estimator for m in ens] == list(SEED_ESTIMATORS)
     assert all(m.attack == "pgd" and m.params["steps"] == 20 for m in ens)
-    std = preset_members("standard", snn, calibrated=SEED_ESTIMATORS[3])
-    assert std[:19] == ens and [m.label() for m in std[19:]] == ["apgd-t@bptt:triangle(w=0.5)", "square-1000"]
+    std = preset_members("standard", snn, calibrated=[SEED_ESTIMATORS[3], SEED_ESTIMATORS[4], SEED_ESTIMATORS[0]])
+    assert std[:19] == ens
+    assert [m.label() for m in std[19:]] == [
+        "apgd-t@bptt:triangle(w=0.5)", "apgd-t@bptt:triangle(w=0.25)", "square-5000"
+    ]
+    assert [m.label() for m in preset_members("standard", snn, SEED_ESTIMATORS[3])[19:]] == [
+        "apgd-t@bptt:triangle(w=0.5)", "square-5000"
+    ]
     assert [m.label() for m in preset_members("quick", snn)] == ["pgd-10@bptt:triangle(w=1)"]
     aa = [m.attack for m in preset_members("autoattack", snn)]
     assert aa == ["apgd-ce", "apgd-t", "fab-t", "square"]
@@ -110,7 +116,7 @@ def test_presets_list_their_members(snn):
     assert [m.attack for m in full[-3:]] == ["square", "transfer", "noise"]
     assert all(m.white_box for m in full[:-3])  # black box last: their breaks are masking evidence
     # estimators collapse on an ANN
-    assert [m.label() for m in preset_members("standard", ann)] == ["pgd-20@default", "apgd-t@default", "square-1000"]
+    assert [m.label() for m in preset_members("standard", ann)] == ["pgd-20@default", "apgd-t@default", "square-5000"]
     with pytest.raises(ValueError, match="unknown preset"):
         preset_members("strong")
 
@@ -140,7 +146,8 @@ def test_autoattack_preset_calibrates_the_estimator(snn, data):
     x, y = data
     res = evaluate(snn, (x, y), preset="autoattack", eps=0.1, n=24, calibration_size=12, diagnostics=False)
     cal = res.results[0].calibration
-    assert len(cal["table"]) == 19 and cal["estimator"] in {row["estimator"] for row in cal["table"]}
+    assert len(cal["table"]) == 19 and cal["estimator"] == cal["ranking"][0]
+    assert sorted(cal["ranking"]) == sorted(row["estimator"] for row in cal["table"])
     best = min(row["acc"] for row in cal["table"])
     assert next(r for r in cal["table"] if r["estimator"] == cal["estimator"])["acc"] == best
     labels = [m["label"] for m in res.results[0].members]

@@ -359,7 +359,9 @@ def evaluate(
         return ms
 
     needs_cal = (not custom) and preset_obj.needs_calibration and spiking
-    m_count = len(member_list(None))
+    from .estimators import SEED_ESTIMATORS
+
+    m_count = len(member_list(list(SEED_ESTIMATORS[:2]) if needs_cal else None))
     total = 1.0 + len(eps_list) * (m_count + (1 if needs_cal else 0) + (1 if diagnostics else 0)) + (1 if diagnostics else 0)
     done = 0.0
 
@@ -390,7 +392,7 @@ def evaluate(
             if needs_cal:
                 tick(f"eps={e:g}: calibrating the estimator on {cal_n} samples", 0.0)
                 cal = calibrate_estimator(model, x_cal, y_cal, e, norm, seed=seed, votes=votes, eot=eot)
-                cal_est, calibration = cal.estimator, cal.to_dict()
+                cal_est, calibration = cal.ranking, cal.to_dict()
                 tick(f"eps={e:g}: calibrated estimator {calibration['estimator']}", 1.0)
             ms = member_list(cal_est)
             if i == 0:

@@ -6,10 +6,10 @@ quick       PGD-10 under the triangle surrogate (gamma = 1). A smoke test, not
 pgd-ens     The conversion paper's PGD_ens exactly: PGD-20 under each of the
             seed's 19 gradient estimators (DESIGN.md section 7), early exit.
             For comparison with published numbers.
-standard    pgd-ens, then two closing members on the samples it left robust:
-            APGD-T (AutoAttack's, 9 targets x 100 steps) under the estimator
-            that is strongest on a small calibration batch, and Square-1000
-            (black box).
+standard    pgd-ens, then closing members on the samples it left robust:
+            APGD-T (AutoAttack's, 9 targets x 100 steps) under each of the two
+            estimators that are strongest on a small calibration batch, and
+            Square-5000 (black box, AutoAttack's budget).
 autoattack  AutoAttack's standard suite (APGD-CE, APGD-T, FAB-T, Square-5000)
             under the calibrated estimator.
 full        pgd-ens + APGD-CE, APGD-DLR, APGD-T, FAB-T (calibrated estimator)
@@ -19,10 +19,10 @@ full        pgd-ens + APGD-CE, APGD-DLR, APGD-T, FAB-T (calibrated estimator)
 Why ``standard`` is more than PGD_ens: on an adversarially trained
 Fashion-MNIST SNN (cnn width 0.5, T=4, PGD-AT eps 0.1; 500 test images) the 19
 PGD-20 members left 43.8 % robust, and on those survivors APGD-T under the
-triangle surrogate (gamma 0.5) still broke 85 of 219 and Square-1000 another
-12: PGD with 19 surrogates overstated robustness by about 19 points. The
-closing members only run on survivors, so they cost little where PGD_ens
-already breaks everything.
+triangle surrogate (gamma 0.5) still broke 85 of 219 and Square-5000 alone 72;
+all together 111: PGD with 19 surrogates overstated robustness by about 22
+points. The closing members only run on survivors, so they cost little where
+PGD_ens already breaks everything.
 
 White-box members run first, black-box members last, so that a black-box
 member that still breaks samples is evidence of gradient masking.
@@ -34,7 +34,8 @@ collapsed list is what the result records.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -69,9 +70,22 @@ class Preset:
     description: str
     needs_calibration: bool = False
 
-    def members(self, calibrated: Estimator | None = None) -> list[Member]:
-        """The member specs; ``calibrated`` fills the calibrated estimator (None: each neuron's own)."""
-        return _MEMBERS[self.name](calibrated)
+    def members(self, calibrated: "Estimator | Sequence[Estimator] | None" = None) -> list[Member]:
+        """The member specs.
+
+        ``calibrated``: the calibrated estimator, or the calibration's ranking (strongest
+        first; ``standard`` uses the top two). None: each neuron's own surrogate.
+        """
+        return _MEMBERS[self.name](_ranked(calibrated))
+
+
+def _ranked(cal) -> list:
+    if cal is None:
+        return [None]
+    if isinstance(cal, (Estimator, str)):
+        return [parse_estimator(cal)]
+    out = [parse_estimator(c) if c is not None else None for c in cal]
+    return out or [None]
 
 
 def _quick(cal):
@@ -80,9 +94,9 @@ def _quick(cal):
 
 def _autoattack(cal):
     return [
-        Member("apgd-ce", cal),
-        Member("apgd-t", cal),
-        Member("fab-t", cal),
+        Member("apgd-ce", cal[0]),
+        Member("apgd-t", cal[0]),
+        Member("fab-t", cal[0]),
         Member("square", None, {"n_queries": 5000}),
     ]
 
@@ -92,15 +106,16 @@ def _pgd_ens(cal):
 
 
 def _standard(cal):
-    return _pgd_ens(cal) + [Member("apgd-t", cal), Member("square", None, {"n_queries": 1000})]
+    closing = [Member("apgd-t", e) for e in dict.fromkeys(cal[:2])]
+    return _pgd_ens(cal) + closing + [Member("square", None, {"n_queries": 5000})]
 
 
 def _full(cal):
     return _pgd_ens(cal) + [
-        Member("apgd-ce", cal),
-        Member("apgd-dlr", cal),
-        Member("apgd-t", cal),
-        Member("fab-t", cal),
+        Member("apgd-ce", cal[0]),
+        Member("apgd-dlr", cal[0]),
+        Member("apgd-t", cal[0]),
+        Member("fab-t", cal[0]),
         Member("square", None, {"n_queries": 5000}),
         Member("transfer", None, {"steps": 20}),
         Member("noise", None, {"draws": 4}),
@@ -137,8 +152,11 @@ def get_preset(name: str) -> Preset:
     return PRESETS[key]
 
 
-def preset_members(name: str, model: nn.Module | None = None, calibrated: Estimator | None = None) -> list[Member]:
+def preset_members(name: str, model: nn.Module | None = None, calibrated=None) -> list[Member]:
     """Members of preset ``name`` for ``model``.
+
+    ``calibrated``: an estimator or a ranking of them (strongest first, as
+    :attr:`Calibration.ranking`); None keeps each neuron's own surrogate.
 
     On a model without spiking layers, estimators are dropped and duplicate members
     (same attack and parameters) collapse into one.
@@ -163,10 +181,12 @@ class Calibration:
     n: int
     attack: str
     table: list[dict]
+    ranking: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
             "estimator": self.estimator.label() if self.estimator else None,
+            "ranking": [e.label() for e in self.ranking],
             "estimator_spec": self.estimator.to_dict() if self.estimator else None,
             "n": self.n,
             "attack": self.attack,
@@ -186,11 +206,11 @@ def calibrate_estimator(
     votes: int = 1,
     eot: int | None = None,
 ) -> Calibration:
-    """The estimator under which PGD-``steps`` is strongest on the batch ``(x, y)``.
+    """The estimator under which PGD-``steps`` is strongest on the batch ``(x, y)``, and the ranking.
 
     Every candidate attacks every sample (no early exit). Strongest = lowest robust
     accuracy, ties broken by the highest mean CW margin loss. On an ANN there is nothing
-    to choose: returns ``estimator=None``.
+    to choose: returns ``estimator=None`` and an empty ranking.
     """
     from .base import LOSSES
     from .pgd import PGD
@@ -198,7 +218,7 @@ def calibrate_estimator(
     if not has_spiking_layers(model):
         return Calibration(None, int(x.shape[0]), f"pgd-{steps}", [])
     rows = []
-    best, best_key = None, None
+    keyed = []
     for est in estimators:
         est = parse_estimator(est)
         attack = PGD(model, eps=eps, norm=norm, estimator=est, steps=steps, seed=seed, eot=eot)
@@ -207,7 +227,6 @@ def calibrate_estimator(
             acc = float((predict(model, xa, votes) == y).float().mean())
             margin = float(LOSSES["margin"](model(xa), y, None).mean())
         rows.append({"estimator": est.label(), "acc": acc, "margin_loss": margin})
-        key = (acc, -margin)
-        if best_key is None or key < best_key:
-            best, best_key = est, key
-    return Calibration(best, int(x.shape[0]), f"pgd-{steps}", rows)
+        keyed.append(((acc, -margin), len(keyed), est))
+    ranking = [e for _, _, e in sorted(keyed, key=lambda t: (t[0], t[1]))]
+    return Calibration(ranking[0], int(x.shape[0]), f"pgd-{steps}", rows, ranking)
