@@ -32,9 +32,6 @@ from ..estimators import Estimator, parse_estimator
 from .base import LOSSES, RobustnessWarning, attack_mode
 from .eot import default_eot
 from .ensemble import Ensemble, EnsembleResult, Member
-from .noise import GaussianNoise
-from .pgd import PGD
-from .square import Square
 
 __all__ = [
     "Check",
