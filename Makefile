@@ -5,7 +5,7 @@ PY ?= python3
 DATA_DIR ?= /usr/share/datasets/fashion-mnist
 RUN_DIR ?= runs/demo
 
-.PHONY: setup data browser demo test test-slow bench
+.PHONY: setup data browser demo test test-browser test-slow bench
 
 data:
 	@if [ ! -f $(DATA_DIR)/train-images-idx3-ubyte.gz ]; then \
@@ -24,8 +24,11 @@ demo: setup
 	robustsnn train --config configs/fmnist/demo.yaml --out $(RUN_DIR)
 	robustsnn info $(RUN_DIR)/model
 
-test: setup browser
+test: setup
 	$(PY) -m pytest -q -p no:cacheprovider
+
+test-browser: setup browser
+	$(PY) -m pytest -q -p no:cacheprovider -m browser
 
 test-slow: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m slow
