@@ -24,7 +24,7 @@ demo: setup
 	robustsnn train --config configs/fmnist/demo.yaml --out $(RUN_DIR)
 	robustsnn info $(RUN_DIR)/model
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-browser: setup browser

@@ -8,6 +8,6 @@ for cfg in "$@"; do
   name=$(basename "$cfg" .yaml); out="runs/pipeline/$name"
   extra=""; [ -n "$ann" ] && extra="--ann $ann"
   echo "run $cfg -> $out $extra"
-  robustsnn pipeline --config "$cfg" --out "$out" $extra --no-progress > "$out.log" 2>&1 || echo "FAILED $cfg (see $out.log)"
+  robustsnn pipeline --config "$cfg" --out "$out" $extra --no-progress >> "$out.log" 2>&1 || echo "FAILED $cfg (see $out.log)"
   if [ -z "$ann" ] && [ -f "$out/ann/model/config.json" ]; then ann="$out/ann/model"; fi
 done

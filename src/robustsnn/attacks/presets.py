@@ -129,7 +129,7 @@ PRESETS: dict[str, Preset] = {
     "pgd-ens": Preset("pgd-ens", "the conversion paper's PGD_ens: PGD-20 under each of the seed's 19 gradient estimators"),
     "standard": Preset(
         "standard",
-        "PGD-20 under the seed's 19 gradient estimators, then APGD-T (calibrated estimator) and Square-1000 on the survivors",
+        "PGD-20 under the seed's 19 gradient estimators, then APGD-T (two strongest calibrated estimators) and Square-5000 on the survivors",
         True,
     ),
     "autoattack": Preset(
