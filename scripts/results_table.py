@@ -4,8 +4,9 @@
     scripts/collect_results.sh && python scripts/results_table.py --runs results   # the committed copies
 
 Robust-stable matrix: every ``runs/fmnist/<name>/`` with ``model/``, ``log.json`` and
-``eval-{fgsm,quick,standard}.json`` (written by ``robustsnn train --config
-configs/fmnist/<name>.yaml``). Sparse conversion: every ``runs/pipeline/<name>/`` with
+``eval-{fgsm,quick,pgd-ens}.json`` (written by ``robustsnn train --config
+configs/fmnist/<name>.yaml``) and, where it was run, ``eval-standard.json`` (``robustsnn
+evaluate RUN/model --preset standard``). Sparse conversion: every ``runs/pipeline/<name>/`` with
 ``pipeline.json``, ``eval-*.json`` and ``efficiency.json``. A missing number is shown
 as "-" (the run has not reached that stage).
 """
@@ -47,21 +48,23 @@ def _members(ev) -> str:
 def matrix_rows(root: Path) -> list[str]:
     """One Markdown row per robust-stable training run."""
     rows = [
-        "| run | neuron | objective | rho (MPPD) | Parseval | clean, full test set | FGSM | PGD-10 | ensemble | ensemble members | n attacked | warnings | command |",
+        "| run | neuron | objective | rho (MPPD) | Parseval | clean, full test set | FGSM | PGD-10 | PGD_ens (19 estimators) | standard | n attacked | warnings | command |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    presets = ("fgsm", "quick", "pgd-ens", "standard")
     for run in sorted(p for p in root.glob("*") if (p / "model" / "config.json").exists()):
         meta = _load(run / "model" / "config.json") or {}
         opts = meta.get("options") or {}
         hist = meta.get("history") or []
         clean = hist[-1].get("test_acc") if hist and hist[-1].get("test_images") == 10000 else None
-        evs = {p: _load(run / f"eval-{p}.json") for p in ("fgsm", "quick", "standard")}
-        (fgsm, _), (pgd, _), (ens, n) = (_robust(evs[p]) for p in ("fgsm", "quick", "standard"))
+        evs = {p: _load(run / f"eval-{p}.json") for p in presets}
+        (fgsm, _), (pgd, n), (ens, _), (std, n_std) = (_robust(evs[p]) for p in presets)
         warn = sum(len(e.get("warnings") or []) for e in evs.values() if e)
         cmd = f"`robustsnn train --config configs/fmnist/{run.name}.yaml`"
+        std_cell = "-" if std is None else f"{_pct(std)} (n={n_std})"
         rows.append(
             f"| {run.name} | {opts.get('neuron', '-')} | {opts.get('objective', '-')} | {opts.get('mppd') or 0} | "
-            f"{opts.get('parseval') or 0} | {_pct(clean)} | {_pct(fgsm)} | {_pct(pgd)} | {_pct(ens)} | {_members(evs['standard'])} | "
+            f"{opts.get('parseval') or 0} | {_pct(clean)} | {_pct(fgsm)} | {_pct(pgd)} | {_pct(ens)} | {std_cell} | "
             f"{n if n else '-'} | {warn if any(evs.values()) else '-'} | {cmd} |"
         )
     return rows
@@ -70,14 +73,15 @@ def matrix_rows(root: Path) -> list[str]:
 def pipeline_rows(root: Path) -> list[str]:
     """One Markdown row per pipeline run (conversion or baseline)."""
     rows = [
-        "| run | route | pruning | sparsity | clean | ensemble (eps 0.1) | members | n | stored weights | bytes vs dense fp32 | energy vs dense SNN | energy vs ANN twin | training epochs | command |",
+        "| run | route | pruning | sparsity | clean | ensemble (eps 0.1) | preset, members | n | stored weights | bytes vs dense fp32 | energy vs dense SNN | energy vs ANN twin | training epochs | command |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in sorted(p for p in root.glob("*") if (p / "pipeline.json").exists()):
         state = _load(run / "pipeline.json") or {}
         cfg = state.get("config", {})
         done = {s["name"] for s in state.get("stages", [])}
-        ev = next((_load(p) for p in sorted(run.glob("eval-*.json"))), None)
+        # the strongest evaluation that ran: standard (pgd-ens + APGD-T + Square) over pgd-ens
+        ev = next((e for e in (_load(run / f"eval-{p}.json") for p in ("standard", "pgd-ens")) if e), None)
         ens, n = _robust(ev)
         clean = ev["clean_acc"] if ev else None
         eff = _load(run / "efficiency.json") or {}
@@ -88,7 +92,7 @@ def pipeline_rows(root: Path) -> list[str]:
         stored = f"{mem['nonzero']:,} / {mem['weights']:,}" if mem else "-"
         rows.append(
             f"| {run.name} | {route} | {cfg.get('pruning') if not cfg.get('baseline') else 'random'} | {cfg.get('sparsity')} | "
-            f"{_pct(clean)} | {_pct(ens)}{' (diagnostics tripped: likely overestimate)' if ev and ev.get('warnings') else ''} | {_members(ev)} | {n or '-'} | {stored} | "
+            f"{_pct(clean)} | {_pct(ens)}{' (diagnostics tripped: likely overestimate)' if ev and ev.get('warnings') else ''} | {ev['preset'] + ', ' + _members(ev) if ev else '-'} | {n or '-'} | {stored} | "
             f"{'%.1fx' % mem['bytes_ratio'] if mem else '-'} | "
             f"{'%.1fx' % energy['snn_dense'] if energy else '-'} | {'%.1fx' % energy['ann'] if energy else '-'} | "
             f"{epochs} | {cmd}{'' if 'evaluate' in done else ' (unfinished)'} |"
