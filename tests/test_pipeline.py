@@ -48,6 +48,18 @@ def test_changed_settings_are_not_mixed_into_an_old_run(tmp_path):
         run_pipeline(_tiny(sparsity=0.95), tmp_path, progress=False)
 
 
+def test_new_measurement_settings_rerun_only_the_measuring_stages(tmp_path):
+    run_pipeline(_tiny(), tmp_path, progress=False)
+    weights = tmp_path / "finetune" / "model" / "weights.safetensors"
+    before = weights.stat().st_mtime_ns
+    state = run_pipeline(_tiny(eval_preset="pgd-ens", eval_n=8), tmp_path, progress=False)
+    assert weights.stat().st_mtime_ns == before, "a training stage ran again"
+    assert [s["name"] for s in state["stages"]][-2:] == ["evaluate", "report"]
+    ev = json.loads((tmp_path / "eval-pgd-ens.json").read_text())
+    assert ev["n"] == 8 and len(ev["results"][0]["members"]) >= 1
+    assert state["changes"][-1]["eval_preset"] == ["quick", "pgd-ens"]
+
+
 def test_bad_pipeline_settings_are_refused():
     with pytest.raises(UsageError, match="sparsity"):
         PipelineConfig(sparsity=90)

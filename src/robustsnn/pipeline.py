@@ -122,20 +122,40 @@ class PipelineConfig:
         return self.ann_epochs + (prune if self.sparsity > 0 else 0) + self.snn_epochs
 
 
+#: Settings that only change what is measured: changing them re-runs these stages, no training.
+MEASUREMENT_SETTINGS = {"eval_preset": "evaluate", "eval_n": "evaluate", "efficiency_n": "efficiency"}
+#: Stages that read a measurement; they are re-run when it changes.
+_DOWNSTREAM = {"evaluate": ("evaluate", "report"), "efficiency": ("efficiency", "report")}
+
+
 class _State:
-    """pipeline.json: the configuration and the finished stages (written atomically)."""
+    """pipeline.json: the configuration and the finished stages (written atomically).
+
+    A run continued with other training settings is refused (its stages would mix two
+    recipes); one continued with other measurement settings (``MEASUREMENT_SETTINGS``)
+    keeps its trained models and re-runs only the stages that measure.
+    """
 
     def __init__(self, run: Path, config: PipelineConfig, command: str | None):
         self.path = run / "pipeline.json"
         if self.path.exists():
             data = read_json(self.path)
-            if data.get("config") != asdict(config):
-                changed = sorted(k for k, v in asdict(config).items() if data.get("config", {}).get(k) != v)
+            old = data.get("config", {})
+            changed = sorted(k for k, v in asdict(config).items() if old.get(k) != v)
+            training = [k for k in changed if k not in MEASUREMENT_SETTINGS]
+            if training:
                 raise UsageError(
-                    f"{run} holds a pipeline run with other settings ({', '.join(changed)}); "
+                    f"{run} holds a pipeline run with other settings ({', '.join(training)}); "
                     "use another --out or --restart to start over"
                 )
+            if changed:
+                redo = {s for k in changed for s in _DOWNSTREAM[MEASUREMENT_SETTINGS[k]]}
+                data["stages"] = [s for s in data.get("stages", []) if s["name"] not in redo]
+                data.setdefault("changes", []).append({k: [old.get(k), getattr(config, k)] for k in changed})
+                data["config"] = asdict(config)
             self.data = data
+            if changed:
+                self.save()
         else:
             self.data = {"format": "robustsnn-pipeline", "config": asdict(config), "command": command, "stages": []}
             self.save()
