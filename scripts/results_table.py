@@ -35,16 +35,6 @@ def _robust(ev) -> tuple[float | None, int | None]:
     return ev["results"][0]["robust_acc"], ev["n"]
 
 
-def _members(ev) -> str:
-    """How many (attack x estimator) members the ensemble had, e.g. '19 PGD-20'."""
-    if not ev:
-        return "-"
-    labels = [m.get("label", "") if isinstance(m, dict) else str(m) for m in ev.get("members", [])]
-    if labels and all(l.startswith("pgd-20") for l in labels):
-        return f"{len(labels)} PGD-20"
-    return str(len(labels))
-
-
 def matrix_rows(root: Path) -> list[str]:
     """One Markdown row per robust-stable training run."""
     rows = [
@@ -73,17 +63,19 @@ def matrix_rows(root: Path) -> list[str]:
 def pipeline_rows(root: Path) -> list[str]:
     """One Markdown row per pipeline run (conversion or baseline)."""
     rows = [
-        "| run | route | pruning | sparsity | clean | ensemble (eps 0.1) | preset, members | n | stored weights | bytes vs dense fp32 | energy vs dense SNN | energy vs ANN twin | training epochs | command |",
+        "| run | route | pruning | sparsity | clean | PGD_ens (19 estimators) | n | standard | stored weights | bytes vs dense fp32 | energy vs dense SNN | energy vs ANN twin | training epochs | command |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in sorted(p for p in root.glob("*") if (p / "pipeline.json").exists()):
         state = _load(run / "pipeline.json") or {}
         cfg = state.get("config", {})
         done = {s["name"] for s in state.get("stages", [])}
-        # the strongest evaluation that ran: standard (pgd-ens + APGD-T + Square) over pgd-ens
-        ev = next((e for e in (_load(run / f"eval-{p}.json") for p in ("standard", "pgd-ens")) if e), None)
+        ev = _load(run / "eval-pgd-ens.json")
         ens, n = _robust(ev)
         clean = ev["clean_acc"] if ev else None
+        std_ev = _load(run / "eval-standard.json")
+        std, n_std = _robust(std_ev)
+        std_cell = "-" if std is None else f"{_pct(std)} (n={n_std}, clean {_pct(std_ev['clean_acc'])})"
         eff = _load(run / "efficiency.json") or {}
         mem, energy = eff.get("memory") or {}, (eff.get("energy") or {}).get("savings") or {}
         route = f"baseline ({cfg.get('baseline')} mask)" if cfg.get("baseline") else "conversion"
@@ -92,7 +84,7 @@ def pipeline_rows(root: Path) -> list[str]:
         stored = f"{mem['nonzero']:,} / {mem['weights']:,}" if mem else "-"
         rows.append(
             f"| {run.name} | {route} | {cfg.get('pruning') if not cfg.get('baseline') else 'random'} | {cfg.get('sparsity')} | "
-            f"{_pct(clean)} | {_pct(ens)}{' (diagnostics tripped: likely overestimate)' if ev and ev.get('warnings') else ''} | {ev['preset'] + ', ' + _members(ev) if ev else '-'} | {n or '-'} | {stored} | "
+            f"{_pct(clean)} | {_pct(ens)}{' (diagnostics tripped: likely overestimate)' if ev and ev.get('warnings') else ''} | {n or '-'} | {std_cell} | {stored} | "
             f"{'%.1fx' % mem['bytes_ratio'] if mem else '-'} | "
             f"{'%.1fx' % energy['snn_dense'] if energy else '-'} | {'%.1fx' % energy['ann'] if energy else '-'} | "
             f"{epochs} | {cmd}{'' if 'evaluate' in done else ' (unfinished)'} |"
