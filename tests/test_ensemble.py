@@ -185,5 +185,63 @@ def test_cli_evaluate_prints_the_table_and_writes_json(tmp_path):
     d = json.loads(out.read_text())
     assert d["eps"] == [0.05, 8 / 255] and d["n"] == 32 and d["dataset"] == "fashion-mnist"
     assert d["command"].startswith("robustsnn") and d["model"]["kind"] == "ann"
+    assert (tmp_path / "eval-cache").is_dir()
+    assert not any(m["cached"] for r in d["results"] for m in r["members"])
+    # the same command again takes its finished members from eval-cache/ next to the result
+    args = ["evaluate", str(ckpt), "--preset", "quick", "--eps", "0.05,8/255", "--n", "32", "--no-diagnostics", "--no-progress"]
+    assert CliRunner().invoke(app, [*args, "--out", str(tmp_path / "r2.json")]).exit_code == 0
+    d2 = json.loads((tmp_path / "r2.json").read_text())
+    assert all(m["cached"] for r in d2["results"] for m in r["members"])
+    assert [r["breaker"] for r in d2["results"]] == [r["breaker"] for r in d["results"]]
+    assert any("from the cache" in note for note in d2["notes"])
+    assert CliRunner().invoke(app, [*args, "--no-cache", "--out", str(tmp_path / "r3.json")]).exit_code == 0
+    d3 = json.loads((tmp_path / "r3.json").read_text())
+    assert not any(m["cached"] for r in d3["results"] for m in r["members"])
     bad = CliRunner().invoke(app, ["evaluate", str(ckpt), "--eps", "8", "--n", "4"])
     assert bad.exit_code != 0 and "did you mean 8/255" in str(bad.exception or bad.output)
+
+
+def test_a_killed_ensemble_resumes_from_its_member_cache_with_the_same_verdicts(snn, data, tmp_path, monkeypatch):
+    x, y = data
+    ref = Ensemble(snn, MEMBERS, eps=0.03, batch_size=32).run(x, y)
+
+    killed = Ensemble(snn, MEMBERS, eps=0.03, batch_size=32, cache_dir=tmp_path)
+
+    def power_cut(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(killed.attacks[3], "perturb", power_cut)
+    with pytest.raises(KeyboardInterrupt):
+        killed.run(x, y)
+
+    again = Ensemble(snn, MEMBERS, eps=0.03, batch_size=32, cache_dir=tmp_path)
+    for a in again.attacks[:3]:  # finished members must come from the cache, not run again
+        monkeypatch.setattr(a, "perturb", power_cut)
+    res = again.run(x, y)
+    assert [r.cached for r in res.members] == [True, True, True, False, False, False]
+    assert torch.equal(res.breaker, ref.breaker) and torch.equal(res.robust, ref.robust)
+    assert torch.equal(res.x_adv, ref.x_adv)
+    assert [r.broke for r in res.members] == [r.broke for r in ref.members]
+
+    # a longer member list that starts with the same members reuses all of them
+    longer = MEMBERS + [Member("fgsm", "triangle:1")]
+    res_long = Ensemble(snn, longer, eps=0.03, batch_size=32, cache_dir=tmp_path).run(x, y)
+    assert [r.cached for r in res_long.members] == [True] * 6 + [False]
+
+
+def test_the_member_cache_is_not_reused_when_anything_that_decides_the_outcome_changes(snn, data, tmp_path):
+    x, y = data
+    Ensemble(snn, MEMBERS[:2], eps=0.03, batch_size=32, cache_dir=tmp_path).run(x, y)
+    other_eps = Ensemble(snn, MEMBERS[:2], eps=0.05, batch_size=32, cache_dir=tmp_path).run(x, y)
+    assert not any(r.cached for r in other_eps.members)
+    other_data = Ensemble(snn, MEMBERS[:2], eps=0.03, batch_size=32, cache_dir=tmp_path).run(x[:40], y[:40])
+    assert not any(r.cached for r in other_data.members)
+    changed = trained_toy_model("snn")
+    with torch.no_grad():
+        next(changed.parameters()).view(-1)[0] += 1e-3
+    other_model = Ensemble(changed, MEMBERS[:2], eps=0.03, batch_size=32, cache_dir=tmp_path).run(x, y)
+    assert not any(r.cached for r in other_model.members)
+    other_order = Ensemble(snn, MEMBERS[1::-1], eps=0.03, batch_size=32, cache_dir=tmp_path).run(x, y)
+    assert not any(r.cached for r in other_order.members)
+    same = Ensemble(snn, MEMBERS[:2], eps=0.03, batch_size=32, cache_dir=tmp_path).run(x, y)
+    assert all(r.cached for r in same.members)

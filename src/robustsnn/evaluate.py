@@ -275,6 +275,7 @@ def evaluate(
     command: str | None = None,
     dataset: str | None = None,
     warn: bool = True,
+    cache_dir: str | Path | None = None,
 ) -> EvalResult:
     """Evaluate the adversarial robustness of ``model`` on ``data``.
 
@@ -304,6 +305,10 @@ def evaluate(
         command: the command line, stored in the result.
         dataset: data set name stored in the result (found automatically for named/ArrayDataset data).
         warn: issue tripped diagnostics as :class:`~robustsnn.attacks.base.RobustnessWarning`.
+        cache_dir: keep every finished member here; a killed evaluation resumes after its
+            last finished member, and a later one whose members start with the same ones
+            (``standard`` after ``pgd-ens``) on the same model, data and settings reuses them
+            (:mod:`robustsnn.attacks.cache`). None: no cache.
     Returns:
         :class:`EvalResult` (``.robust_acc``, ``.results``, ``.warnings``, ``.save(path)``).
     """
@@ -400,9 +405,13 @@ def evaluate(
             ens = Ensemble(
                 model, ms, eps=e, norm=norm, seed=seed, votes=votes, eot=eot, early_exit=early_exit,
                 batch_size=batch_size, transfer_source=source, transfer_source_name=source_name,
-                on_progress=lambda d, a, e=e: tick(f"eps={e:g}  {d}", a),
+                on_progress=lambda d, a, e=e: tick(f"eps={e:g}  {d}", a), cache_dir=cache_dir,
             )
             res = ens.run(x, y)
+            reused = sum(r.cached for r in res.members)
+            if reused:
+                notes.append(f"eps={e:g}: {reused} of {len(res.members)} members taken from the cache in {cache_dir} "
+                             "(same model, data and settings; their seconds are the original run's)")
             results.append(
                 EpsResult(
                     eps=e, clean_acc=res.clean_acc, robust_acc=res.robust_acc,

@@ -306,7 +306,7 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, command: str | None
 
         model = checkpoint.load(final_model_dir())
         res = evaluate(model, test_set, preset=c.eval_preset, eps=c.eps, n=c.eval_n, seed=c.seed,
-                       command=command, dataset=info.name, warn=False)
+                       command=command, dataset=info.name, warn=False, cache_dir=run / "eval-cache")
         print_result(res, console)
         path = res.save(run / f"eval-{c.eval_preset}.json")
         final = run / "final"

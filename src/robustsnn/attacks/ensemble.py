@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
@@ -28,6 +29,7 @@ from torch import nn
 from ..estimators import Estimator, parse_estimator
 from .apgd import APGD, APGDT
 from .base import DEFAULT_EPS, Attack, check_eps, check_norm, lp_norm, project
+from .cache import MemberCache, fingerprint
 from .eot import default_votes, predict
 from .fab import FAB
 from .fgsm import FGSM
@@ -156,6 +158,8 @@ class MemberRecord:
         seconds: wall time.
         skipped: no sample was left to attack.
         messages: warnings the attack emitted (e.g. AutoAttack's zero-gradient warning).
+        cached: taken from the member cache (a finished earlier run), not run again;
+            ``seconds`` is then the original run's time.
     """
 
     index: int
@@ -169,6 +173,7 @@ class MemberRecord:
     skipped: bool = False
     messages: list[str] = field(default_factory=list)
     spec: dict | None = None
+    cached: bool = False
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -225,6 +230,9 @@ class Ensemble:
         batch_size: samples per attack call.
         transfer_source, transfer_source_name: source model for ``"transfer"`` members.
         on_progress: ``fn(description, advance)``; ``advance`` in member units (sums to M).
+        cache_dir: keep each finished member in this folder (:mod:`~robustsnn.attacks.cache`), so
+            a killed run resumes after its last finished member and a later run whose members
+            start with the same ones reuses them. Early exit only; None: no cache.
     """
 
     def __init__(
@@ -241,8 +249,12 @@ class Ensemble:
         transfer_source: nn.Module | None = None,
         transfer_source_name: str | None = None,
         on_progress: Callable[[str, float], None] | None = None,
+        cache_dir: "str | Path | None" = None,
     ):
         self.model = model
+        self.cache_dir = cache_dir
+        self.eot = eot
+        self.transfer_source = transfer_source
         self.norm = check_norm(norm)
         self.eps = check_eps(eps, self.norm)
         self.seed = int(seed)
@@ -277,6 +289,28 @@ class Ensemble:
     def _verdict(self, x: torch.Tensor) -> torch.Tensor:
         return predict(self.model, x, self.votes, self.batch_size)
 
+    def _cache(self, x: torch.Tensor, y: torch.Tensor) -> MemberCache | None:
+        if self.cache_dir is None or not self.early_exit:
+            return None
+        key = fingerprint(self.model, x, y, extra_models=(self.transfer_source,), eps=self.eps, norm=self.norm,
+                          seed=self.seed, votes=self.votes, eot=self.eot, batch_size=self.batch_size)
+        return MemberCache(self.cache_dir, key)
+
+    def _reuse(self, hit, k: int, alive, breaker, x_adv, records: list[MemberRecord]) -> bool:
+        """Apply a cached member's outcome; False (recompute) if it does not fit this run's state."""
+        broke, xa, record = hit
+        if broke.numel() and (broke.max() >= alive.numel() or not bool(alive[broke.to(alive.device)].all())):
+            return False
+        if xa.shape[1:] != x_adv.shape[1:] or xa.shape[0] != broke.numel():
+            return False
+        if broke.numel():
+            x_adv[broke.to(x_adv.device)] = xa.to(x_adv)
+            breaker[broke] = k
+            alive[broke.to(alive.device)] = False
+        rec = MemberRecord(**{**record, "index": k, "cached": True})
+        records.append(rec)
+        return True
+
     def run(self, x: torch.Tensor, y: torch.Tensor) -> EnsembleResult:
         """Attack ``x`` [N, C, H, W] in [0, 1] with labels ``y`` [N]; see :class:`EnsembleResult`."""
         t_start = time.perf_counter()
@@ -292,8 +326,19 @@ class Ensemble:
             x_adv = x.clone()
             fooled = None if self.early_exit else torch.zeros(len(self.attacks), n, dtype=torch.bool)
             records: list[MemberRecord] = []
+            cache = self._cache(x, y)
             for k, attack in enumerate(self.attacks):
                 spec = self.specs[k]
+                link = None
+                if cache is not None and isinstance(spec, Member):
+                    link = cache.advance(spec.to_dict())
+                    hit = cache.load(link)
+                    if hit is not None and self._reuse(hit, k, alive, breaker, x_adv, records):
+                        if self.on_progress:
+                            self.on_progress(f"{records[-1].label} (from the cache)", 1.0)
+                        continue
+                else:
+                    cache = None  # a member that cannot be cached ends reuse for the rest of the chain
                 rec = MemberRecord(k, attack.label(), attack.white_box,
                                    spec=spec.to_dict() if isinstance(spec, Member) else {"label": attack.label()})
                 pool = (alive if self.early_exit else correct).nonzero().squeeze(1)
@@ -325,6 +370,9 @@ class Ensemble:
                     rec.alone_acc = float((correct.cpu() & ~fooled[k]).float().mean()) if n else 0.0
                 rec.messages = list(getattr(attack, "messages", []))
                 records.append(rec)
+                if link is not None:
+                    mine = (breaker == k).nonzero().squeeze(1)
+                    cache.store(link, mine, x_adv[mine.to(x_adv.device)], rec.to_dict())
             dist = lp_norm(x_adv - x, self.norm)
             if n and float(dist.max()) > self.eps * (1 + 1e-4) + 1e-6:  # pragma: no cover - a bug, not a user error
                 raise RuntimeError(f"an adversarial image is outside the budget ({float(dist.max()):.6g} > {self.eps:g})")

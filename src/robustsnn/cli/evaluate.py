@@ -107,6 +107,8 @@ def register(app: typer.Typer) -> None:
         diagnostics: bool = typer.Option(True, "--diagnostics/--no-diagnostics", help="Gradient-masking checks."),
         calibration_size: int = typer.Option(64, help="Samples for estimator calibration and diagnostics."),
         device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default cpu)."),
+        cache: Optional[Path] = typer.Option(None, "--cache", help="Keep finished members here so a killed run resumes and a longer preset reuses them (default: eval-cache/ next to --out)."),
+        no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the member cache."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No live progress bar."),
     ):
         """Robust accuracy of a checkpoint under an attack ensemble; prints tables, writes JSON."""
@@ -154,6 +156,7 @@ def register(app: typer.Typer) -> None:
             preset=preset, eps=eps_list, norm=norm, n=n, batch_size=batch_size, seed=seed, votes=votes, eot=eot,
             early_exit=early_exit, diagnostics=diagnostics, calibration_size=calibration_size,
             transfer_from=transfer_from, command=command, dataset=info.name, warn=False,
+            cache_dir=None if no_cache else (cache or out_path.parent / "eval-cache"),
         )
         try:
             if no_progress:

@@ -173,7 +173,8 @@ def _evaluate_after_training(model, test_set, o: dict, out: Path, command: str |
     for i, name in enumerate(names):
         console.print(f"evaluating: {name}, eps {', '.join(f'{e:g}' for e in eps)}, first {o['eval_n']} test images")
         kwargs = dict(eps=eps, n=int(o["eval_n"]), seed=int(o["seed"]), command=command,
-                      dataset=test_set.info.name, warn=False, diagnostics=i == len(names) - 1)
+                      dataset=test_set.info.name, warn=False, diagnostics=i == len(names) - 1,
+                      cache_dir=out / "eval-cache")
         if name == "fgsm":
             res = evaluate(model.eval(), test_set, members=[Member("fgsm")], **kwargs)
         else:
