@@ -83,13 +83,20 @@ def pipeline_rows(root: Path) -> list[str]:
         cmd = f"`scripts/run_pipelines.sh configs/pipeline/{run.name}.yaml`"
         stored = f"{mem['nonzero']:,} / {mem['weights']:,}" if mem else "-"
         rows.append(
-            f"| {run.name} | {route} | {'none (dense)' if not cfg.get('sparsity') else cfg.get('pruning') if not cfg.get('baseline') else 'random'} | {cfg.get('sparsity')} | "
+            f"| {run.name} | {route} | {_pruning(cfg)} | {cfg.get('sparsity')} | "
             f"{_pct(clean)} | {_pct(ens)}{' (diagnostics tripped: likely overestimate)' if ev and ev.get('warnings') else ''} | {n or '-'} | {std_cell} | {stored} | "
             f"{'%.1fx' % mem['bytes_ratio'] if mem else '-'} | "
             f"{'%.1fx' % energy['snn_dense'] if energy else '-'} | {'%.1fx' % energy['ann'] if energy else '-'} | "
             f"{epochs} | {cmd}{'' if 'evaluate' in done else ' (unfinished)'} |"
         )
     return rows
+
+
+def _pruning(cfg: dict) -> str:
+    """How the run chose its mask: none (dense), random (baseline), or the pruning method."""
+    if not cfg.get("sparsity"):
+        return "none (dense)"
+    return "random" if cfg.get("baseline") else cfg.get("pruning", "-")
 
 
 def _epochs(cfg: dict) -> int:

@@ -35,6 +35,7 @@ from rich.console import Console
 from . import checkpoint
 from .data import batches, dataset_info, load_dataset
 from .errors import UsageError
+from .attacks.cache import CACHE_DIRNAME
 from .io import atomic_write_json, read_json
 from .models import build
 from .train import TrainConfig, fit
@@ -122,10 +123,12 @@ class PipelineConfig:
         return self.ann_epochs + (prune if self.sparsity > 0 else 0) + self.snn_epochs
 
 
-#: Settings that only change what is measured: changing them re-runs these stages, no training.
-MEASUREMENT_SETTINGS = {"eval_preset": "evaluate", "eval_n": "evaluate", "efficiency_n": "efficiency"}
-#: Stages that read a measurement; they are re-run when it changes.
-_DOWNSTREAM = {"evaluate": ("evaluate", "report"), "efficiency": ("efficiency", "report")}
+#: Settings that only change what is measured, and the stages that changing one re-runs (no training).
+MEASUREMENT_SETTINGS = {
+    "eval_preset": ("evaluate", "report"),
+    "eval_n": ("evaluate", "report"),
+    "efficiency_n": ("efficiency", "report"),
+}
 
 
 class _State:
@@ -148,13 +151,12 @@ class _State:
                     f"{run} holds a pipeline run with other settings ({', '.join(training)}); "
                     "use another --out or --restart to start over"
                 )
+            self.data = data
             if changed:
-                redo = {s for k in changed for s in _DOWNSTREAM[MEASUREMENT_SETTINGS[k]]}
+                redo = {s for k in changed for s in MEASUREMENT_SETTINGS[k]}
                 data["stages"] = [s for s in data.get("stages", []) if s["name"] not in redo]
                 data.setdefault("changes", []).append({k: [old.get(k), getattr(config, k)] for k in changed})
                 data["config"] = asdict(config)
-            self.data = data
-            if changed:
                 self.save()
         else:
             self.data = {"format": "robustsnn-pipeline", "config": asdict(config), "command": command, "stages": []}
@@ -306,7 +308,7 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, command: str | None
 
         model = checkpoint.load(final_model_dir())
         res = evaluate(model, test_set, preset=c.eval_preset, eps=c.eps, n=c.eval_n, seed=c.seed,
-                       command=command, dataset=info.name, warn=False, cache_dir=run / "eval-cache")
+                       command=command, dataset=info.name, warn=False, cache_dir=run / CACHE_DIRNAME)
         print_result(res, console)
         path = res.save(run / f"eval-{c.eval_preset}.json")
         final = run / "final"

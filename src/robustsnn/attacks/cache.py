@@ -29,7 +29,10 @@ from torch import nn
 
 from ..io import atomic_write, atomic_write_json
 
-__all__ = ["MemberCache", "fingerprint"]
+__all__ = ["CACHE_DIRNAME", "MemberCache", "fingerprint", "next_link"]
+
+#: Folder name of the cache next to a result file (``robustsnn evaluate``, ``train``, ``pipeline``).
+CACHE_DIRNAME = "eval-cache"
 
 
 def _hash_tensor(h, t: torch.Tensor) -> None:
@@ -56,23 +59,23 @@ def fingerprint(model: nn.Module, x: torch.Tensor, y: torch.Tensor, extra_models
     return h.hexdigest()[:24]
 
 
+def next_link(previous: str, spec: dict) -> str:
+    """Name of the link after ``previous`` (the fingerprint for member 0) for member ``spec``."""
+    blob = json.dumps(spec, sort_keys=True, default=str)
+    return hashlib.sha256((previous + "|" + blob).encode()).hexdigest()[:24]
+
+
 class MemberCache:
     """The finished links of one fingerprint.
 
     Args:
         root: cache directory (created on the first write).
-        key: :func:`fingerprint` of the run.
+        key: :func:`fingerprint` of the run; also the start of its chain of links.
     """
 
     def __init__(self, root: str | Path, key: str):
         self.dir = Path(root) / key
-        self.chain = key
-
-    def advance(self, spec: dict) -> str:
-        """Extend the chain by one member spec; returns the new link's name."""
-        blob = json.dumps(spec, sort_keys=True, default=str)
-        self.chain = hashlib.sha256((self.chain + "|" + blob).encode()).hexdigest()[:24]
-        return self.chain
+        self.key = key
 
     def load(self, link: str) -> tuple[torch.Tensor, torch.Tensor, dict] | None:
         """(broken sample indices [k], their adversarial images [k, ...], record dict), or None."""

@@ -29,7 +29,7 @@ from torch import nn
 from ..estimators import Estimator, parse_estimator
 from .apgd import APGD, APGDT
 from .base import DEFAULT_EPS, Attack, check_eps, check_norm, lp_norm, project
-from .cache import MemberCache, fingerprint
+from .cache import MemberCache, fingerprint, next_link
 from .eot import default_votes, predict
 from .fab import FAB
 from .fgsm import FGSM
@@ -327,11 +327,11 @@ class Ensemble:
             fooled = None if self.early_exit else torch.zeros(len(self.attacks), n, dtype=torch.bool)
             records: list[MemberRecord] = []
             cache = self._cache(x, y)
+            link = cache.key if cache is not None else None
             for k, attack in enumerate(self.attacks):
                 spec = self.specs[k]
-                link = None
                 if cache is not None and isinstance(spec, Member):
-                    link = cache.advance(spec.to_dict())
+                    link = next_link(link, spec.to_dict())
                     hit = cache.load(link)
                     if hit is not None and self._reuse(hit, k, alive, breaker, x_adv, records):
                         if self.on_progress:
@@ -370,7 +370,7 @@ class Ensemble:
                     rec.alone_acc = float((correct.cpu() & ~fooled[k]).float().mean()) if n else 0.0
                 rec.messages = list(getattr(attack, "messages", []))
                 records.append(rec)
-                if link is not None:
+                if cache is not None:
                     mine = (breaker == k).nonzero().squeeze(1)
                     cache.store(link, mine, x_adv[mine.to(x_adv.device)], rec.to_dict())
             dist = lp_norm(x_adv - x, self.norm)

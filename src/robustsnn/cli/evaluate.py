@@ -115,6 +115,7 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from .. import checkpoint
+        from ..attacks.cache import CACHE_DIRNAME
         from ..attacks.presets import get_preset
         from ..data import dataset_info
         from ..evaluate import evaluate
@@ -156,7 +157,7 @@ def register(app: typer.Typer) -> None:
             preset=preset, eps=eps_list, norm=norm, n=n, batch_size=batch_size, seed=seed, votes=votes, eot=eot,
             early_exit=early_exit, diagnostics=diagnostics, calibration_size=calibration_size,
             transfer_from=transfer_from, command=command, dataset=info.name, warn=False,
-            cache_dir=None if no_cache else (cache or out_path.parent / "eval-cache"),
+            cache_dir=None if no_cache else (cache or out_path.parent / CACHE_DIRNAME),
         )
         try:
             if no_progress:

@@ -163,6 +163,7 @@ def _evaluate_after_training(model, test_set, o: dict, out: Path, command: str |
     """Evaluate the trained model with each preset of ``eval_preset`` (comma-separated; ``fgsm`` is a
     one-member pseudo-preset); write OUT/eval-NAME.json and print the tables. Diagnostics run with the
     last (strongest) preset only."""
+    from ..attacks.cache import CACHE_DIRNAME
     from ..attacks.ensemble import Member
     from ..evaluate import evaluate
     from .evaluate import _eps_values, print_result
@@ -174,7 +175,7 @@ def _evaluate_after_training(model, test_set, o: dict, out: Path, command: str |
         console.print(f"evaluating: {name}, eps {', '.join(f'{e:g}' for e in eps)}, first {o['eval_n']} test images")
         kwargs = dict(eps=eps, n=int(o["eval_n"]), seed=int(o["seed"]), command=command,
                       dataset=test_set.info.name, warn=False, diagnostics=i == len(names) - 1,
-                      cache_dir=out / "eval-cache")
+                      cache_dir=out / CACHE_DIRNAME)
         if name == "fgsm":
             res = evaluate(model.eval(), test_set, members=[Member("fgsm")], **kwargs)
         else:
