@@ -60,6 +60,34 @@ def test_new_measurement_settings_rerun_only_the_measuring_stages(tmp_path):
     assert state["changes"][-1]["eval_preset"] == ["quick", "pgd-ens"]
 
 
+def test_keep_first_and_last_dense_prunes_only_the_middle_layers(tmp_path):
+    from robustsnn.sparsity.prune import prunable_layers
+
+    state = run_pipeline(_tiny(prune_first=False, prune_last=False, sparsity=0.8), tmp_path, progress=False,
+                         stop_after="prune")
+    pruned = robustsnn.load(tmp_path / "prune" / "model")
+    layers = prunable_layers(pruned)
+    first, *middle, last = layers
+    for name, module in (first, last):
+        assert not hasattr(module, "weight_mask") or bool(module.weight_mask.all()), f"{name} was pruned"
+    for name, module in middle:
+        kept = module.weight_mask.float().mean().item()
+        assert kept == pytest.approx(0.2, abs=0.02), name
+    assert set(state["stages"][-1]["layers"]) == {name for name, _ in middle}
+
+
+def test_a_run_started_before_a_setting_existed_continues(tmp_path):
+    run_pipeline(_tiny(), tmp_path, progress=False, stop_after="ann")
+    state_file = tmp_path / "pipeline.json"
+    data = json.loads(state_file.read_text())
+    del data["config"]["prune_first"]  # written by a version without the setting
+    state_file.write_text(json.dumps(data))
+    state = run_pipeline(_tiny(), tmp_path, progress=False, stop_after="prune")
+    assert [s["name"] for s in state["stages"]] == ["ann", "prune"]
+    with pytest.raises(UsageError, match="prune_first"):
+        run_pipeline(_tiny(prune_first=False), tmp_path, progress=False)
+
+
 def test_bad_pipeline_settings_are_refused():
     with pytest.raises(UsageError, match="sparsity"):
         PipelineConfig(sparsity=90)

@@ -69,6 +69,8 @@ class PipelineConfig:
     # 2. pruning
     sparsity: float = 0.9
     pruning: str = "hydra"
+    prune_first: bool = True  # False keeps the first conv (the SNN's encoder) dense
+    prune_last: bool = True  # False keeps the readout layer dense
     hydra_epochs: int = 1
     prune_finetune_epochs: int = 1
     prune_lr: float = 0.01
@@ -143,7 +145,8 @@ class _State:
         self.path = run / "pipeline.json"
         if self.path.exists():
             data = read_json(self.path)
-            old = data.get("config", {})
+            # a setting added after the run was started had its default then
+            old = {**asdict(PipelineConfig()), **data.get("config", {})}
             changed = sorted(k for k, v in asdict(config).items() if old.get(k) != v)
             training = [k for k in changed if k not in MEASUREMENT_SETTINGS]
             if training:
@@ -240,16 +243,17 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, command: str | None
             return {"sparsity": 0.0}
         name, params = _ann_objective(c)
         ft = _train_cfg(c, epochs=c.prune_finetune_epochs, lr=c.prune_lr, objective=name, params=params)
-        record = {"method": c.pruning, "sparsity": c.sparsity}
+        record = {"method": c.pruning, "sparsity": c.sparsity, "first": c.prune_first, "last": c.prune_last}
+        ends = {"first": c.prune_first, "last": c.prune_last}
         if c.pruning == "hydra":
             score = _train_cfg(c, epochs=c.hydra_epochs, lr=0.1, objective=name, params=params, weight_decay=0.0)
             result = prune_hydra(model, c.sparsity, train_set, test_set, score, run / "prune", finetune_config=ft,
-                                 progress=progress, meta={**meta, "pruning": record})
+                                 progress=progress, **ends, meta={**meta, "pruning": record})
             return {"layers": result["sparsity"]}
         if c.pruning == "random":
-            reached = prune_random(model, c.sparsity, torch.Generator().manual_seed(c.seed))
+            reached = prune_random(model, c.sparsity, torch.Generator().manual_seed(c.seed), **ends)
         else:
-            reached = prune_lwm(model, c.sparsity, scope="global" if c.pruning == "lwm-global" else "layer")
+            reached = prune_lwm(model, c.sparsity, scope="global" if c.pruning == "lwm-global" else "layer", **ends)
         fit(model, train_set, test_set, ft, run / "prune", resume=(run / "prune" / "model" / checkpoint.CONFIG).exists(),
             progress=progress, meta={**meta, "pruning": {**record, "layers": reached}})
         return {"layers": reached}
@@ -286,7 +290,8 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, command: str | None
                     in_channels=info.in_channels, image_size=info.image_size, mean=info.mean, std=info.std, width=c.width)
         if c.sparsity > 0:
             if c.baseline == "random":
-                prune_random(snn, c.sparsity, torch.Generator().manual_seed(c.seed))
+                prune_random(snn, c.sparsity, torch.Generator().manual_seed(c.seed),
+                             first=c.prune_first, last=c.prune_last)
             else:
                 pruned = checkpoint.load(run / "prune" / "model")
                 masks = dict(pruned.named_modules())

@@ -27,6 +27,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("runs/pipeline"), "--out", "-o", help="Run directory (re-running continues it)."),
         sparsity: Optional[float] = typer.Option(None, help="Target sparsity in [0, 1): 0.9 keeps 10 % of the weights."),
         pruning: Optional[str] = typer.Option(None, help="hydra, lwm, lwm-global or random."),
+        prune_first: Optional[bool] = typer.Option(None, "--prune-first/--keep-first", help="Prune the first conv (the SNN's encoder) too (default) or keep it dense."),
+        prune_last: Optional[bool] = typer.Option(None, "--prune-last/--keep-last", help="Prune the readout layer too (default) or keep it dense."),
         baseline: Optional[str] = typer.Option(None, help="Instead of conversion: end-to-end sparse AT of the SNN with a 'random' or the 'ann-mask' mask."),
         ann: Optional[str] = typer.Option(None, "--ann", help="Reuse this robust ANN checkpoint instead of pretraining."),
         dataset: Optional[str] = typer.Option(None),
