@@ -80,7 +80,8 @@ def pipeline_rows(root: Path) -> list[str]:
         mem, energy = eff.get("memory") or {}, (eff.get("energy") or {}).get("savings") or {}
         route = f"baseline ({cfg.get('baseline')} mask)" if cfg.get("baseline") else "conversion"
         epochs = cfg.get("baseline_epochs") or _epochs(cfg)
-        cmd = f"`scripts/run_pipelines.sh configs/pipeline/{run.name}.yaml`"
+        recorded = (state.get("command") or "").replace(" --no-progress", "")
+        cmd = f"`{recorded}`" if recorded else f"`scripts/run_pipelines.sh configs/pipeline/{run.name}.yaml`"
         stored = f"{mem['nonzero']:,} / {mem['weights']:,}" if mem else "-"
         rows.append(
             f"| {run.name} | {route} | {_pruning(cfg)} | {cfg.get('sparsity')} | "
@@ -96,7 +97,9 @@ def _pruning(cfg: dict) -> str:
     """How the run chose its mask: none (dense), random (baseline), or the pruning method."""
     if not cfg.get("sparsity"):
         return "none (dense)"
-    return "random" if cfg.get("baseline") else cfg.get("pruning", "-")
+    method = "random" if cfg.get("baseline") else cfg.get("pruning", "-")
+    dense = [name for name, key in (("first conv", "prune_first"), ("readout", "prune_last")) if cfg.get(key) is False]
+    return f"{method}, {' and '.join(dense)} dense" if dense else method
 
 
 def _epochs(cfg: dict) -> int:
