@@ -5,8 +5,8 @@
 
 Early exit only attacks samples that no earlier member broke; running every
 member on every sample gives the same verdicts for our own attacks (their randomness
-is keyed by sample) and each member's accuracy on its own. AutoAttack's members (APGD-T,
-Square) draw their random starts per batch, so a few verdicts may differ with them.
+is keyed by sample, APGD's starts included) and each member's accuracy on its own.
+Square draws its square positions per batch, so a few verdicts may differ with it.
 Prints wall times and the ratio (every / early exit) per eps.
 """
 

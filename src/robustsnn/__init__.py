@@ -5,7 +5,7 @@
 >>> logits = model(images)                           # images in [0, 1], [B, C, H, W]
 """
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"
 
 from .checkpoint import load, save  # noqa: E402
 from .estimators import estimator  # noqa: E402

@@ -3,10 +3,16 @@
 The iterations are ``pyautoattack.autopgd_base.APGDAttack`` /
 ``APGDAttack_targeted`` unchanged; this file only drives them through our
 gradient estimators (the model is in attack mode while they run) and EOT for
-stochastic models (AutoAttack's ``eot_iter``).
+stochastic models (AutoAttack's ``eot_iter``), and gives every run a random start
+of its own per sample (:func:`per_sample_starts`): AutoAttack draws one start for
+the whole batch from the global generator, so a sample's verdict would depend on
+which other samples share its batch.
 """
 
 from __future__ import annotations
+
+import hashlib
+import itertools
 
 import torch
 from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
@@ -16,7 +22,35 @@ from ..estimators import Estimator
 from ._autoattack import isolated, num_classes
 from .base import DEFAULT_EPS, Attack
 
-__all__ = ["APGD", "APGDT"]
+__all__ = ["APGD", "APGDT", "per_sample_starts"]
+
+
+def _content_ids(x: torch.Tensor) -> torch.Tensor:
+    """[B] int64 key of each image's bytes (62 bits of sha256): a sample id that no batch can change."""
+    rows = x.detach().cpu().contiguous().reshape(x.shape[0], -1)
+    keys = [int.from_bytes(hashlib.sha256(r.numpy().tobytes()).digest()[:8], "little") >> 2 for r in rows]
+    return torch.tensor(keys, dtype=torch.int64)
+
+
+def per_sample_starts(apgd, attack: Attack):
+    """Make AutoAttack's ``apgd`` start each run from ``attack.random_point`` of each image.
+
+    AutoAttack calls ``attack_single_run`` once per restart (and target class) on the
+    samples still standing; run k of a sample starts from
+    ``attack.random_point(x, content id, stream=k)``, uniform in the L-inf ball (L2:
+    as :class:`~robustsnn.attacks.pgd.PGD`), keyed by the attack's seed, k and the
+    image alone. The iterations themselves are AutoAttack's. Returns ``apgd``.
+    """
+    original = apgd.attack_single_run
+    runs = itertools.count()
+
+    def attack_single_run(x, y, x_init=None):
+        if x_init is None:
+            x_init = attack.random_point(x, _content_ids(x), stream=next(runs))
+        return original(x, y, x_init=x_init)
+
+    apgd.attack_single_run = attack_single_run
+    return apgd
 
 
 class APGD(Attack):
@@ -66,7 +100,7 @@ class APGD(Attack):
                 self.model, n_iter=self.steps, norm=self.norm, n_restarts=self.restarts, eps=self.eps,
                 seed=self.seed, loss=self.loss, eot_iter=self.eot, rho=self.rho, device=x.device,
             )
-            return attack.perturb(x, y)
+            return per_sample_starts(attack, self).perturb(x, y)
 
 
 class APGDT(Attack):
@@ -114,4 +148,4 @@ class APGDT(Attack):
                 seed=self.seed, eot_iter=self.eot, rho=self.rho, device=x.device,
                 n_target_classes=min(self.n_target_classes, k - 1),
             )
-            return attack.perturb(x, y)
+            return per_sample_starts(attack, self).perturb(x, y)
