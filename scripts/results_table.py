@@ -38,7 +38,7 @@ def _robust(ev) -> tuple[float | None, int | None]:
 def matrix_rows(root: Path) -> list[str]:
     """One Markdown row per robust-stable training run."""
     rows = [
-        "| run | neuron | objective | rho (MPPD) | Parseval | clean, full test set | FGSM | PGD-10 | PGD_ens (19 estimators) | standard | n attacked | warnings | command |",
+        "| run | neuron | objective | rho (MPPD) | Parseval | clean, full test set | FGSM | PGD-10 | PGD_ens (19 estimators) | standard | n attacked | diagnostics tripped | command |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     presets = ("fgsm", "quick", "pgd-ens", "standard")
@@ -49,7 +49,8 @@ def matrix_rows(root: Path) -> list[str]:
         clean = hist[-1].get("test_acc") if hist and hist[-1].get("test_images") == 10000 else None
         evs = {p: _load(run / f"eval-{p}.json") for p in presets}
         (fgsm, _), (pgd, n), (ens, _), (std, n_std) = (_robust(evs[p]) for p in presets)
-        warn = sum(len(e.get("warnings") or []) for e in evs.values() if e)
+        tripped = [f"{p} ({len(e['warnings'])})" for p, e in evs.items() if e and e.get("warnings")]
+        warn = ", ".join(tripped) or "none"
         cmd = f"`robustsnn train --config configs/fmnist/{run.name}.yaml`"
         std_cell = "-" if std is None else f"{_pct(std)} (n={n_std})"
         rows.append(
