@@ -119,6 +119,11 @@ class PipelineConfig:
         return BASELINE_STAGES if self.baseline else STAGES
 
     @property
+    def prune_ends(self) -> dict:
+        """``first`` / ``last`` keyword arguments of the pruning functions."""
+        return {"first": self.prune_first, "last": self.prune_last}
+
+    @property
     def total_epochs(self) -> int:
         """Training epochs of the conversion route (the baseline gets the same budget)."""
         prune = self.hydra_epochs + self.prune_finetune_epochs if self.pruning == "hydra" else self.prune_finetune_epochs
@@ -243,8 +248,8 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, command: str | None
             return {"sparsity": 0.0}
         name, params = _ann_objective(c)
         ft = _train_cfg(c, epochs=c.prune_finetune_epochs, lr=c.prune_lr, objective=name, params=params)
-        record = {"method": c.pruning, "sparsity": c.sparsity, "first": c.prune_first, "last": c.prune_last}
-        ends = {"first": c.prune_first, "last": c.prune_last}
+        ends = c.prune_ends
+        record = {"method": c.pruning, "sparsity": c.sparsity, **ends}
         if c.pruning == "hydra":
             score = _train_cfg(c, epochs=c.hydra_epochs, lr=0.1, objective=name, params=params, weight_decay=0.0)
             result = prune_hydra(model, c.sparsity, train_set, test_set, score, run / "prune", finetune_config=ft,
@@ -290,8 +295,7 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, command: str | None
                     in_channels=info.in_channels, image_size=info.image_size, mean=info.mean, std=info.std, width=c.width)
         if c.sparsity > 0:
             if c.baseline == "random":
-                prune_random(snn, c.sparsity, torch.Generator().manual_seed(c.seed),
-                             first=c.prune_first, last=c.prune_last)
+                prune_random(snn, c.sparsity, torch.Generator().manual_seed(c.seed), **c.prune_ends)
             else:
                 pruned = checkpoint.load(run / "prune" / "model")
                 masks = dict(pruned.named_modules())
