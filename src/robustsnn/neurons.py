@@ -51,6 +51,8 @@ __all__ = [
     "multistep_spike_bptr",
     "SpikingNeuron",
     "ReLU",
+    "QCFS",
+    "qcfs",
     "NEURON_KINDS",
 ]
 
@@ -73,6 +75,9 @@ class NeuronConfig:
         detach_reset: drop the gradient through the reset term (SpikingJelly's option).
         init_potential: initial membrane potential v[-1] as a fraction of theta (0 = rest,
             0.5 = the conversion literature's theta/2 start).
+        spike_amplitude: ``"one"`` (the layer emits s in {0, 1}) or ``"threshold"`` (it emits
+            theta * s, as converted networks do so that every layer works in the ANN's units;
+            the events are the same, the amplitude folds into the next layer's weights).
     """
 
     kind: str = "lif"
@@ -84,6 +89,7 @@ class NeuronConfig:
     surrogate: Surrogate = field(default_factory=Surrogate)
     detach_reset: bool = False
     init_potential: float = 0.0
+    spike_amplitude: str = "one"
 
     def __post_init__(self) -> None:
         if self.kind not in NEURON_KINDS:
@@ -94,6 +100,8 @@ class NeuronConfig:
             raise ValueError(f"leak must be in [0, 1], got {self.leak}")
         if not self.threshold > 0:
             raise ValueError(f"threshold must be > 0, got {self.threshold}")
+        if self.spike_amplitude not in ("one", "threshold"):
+            raise ValueError(f"spike_amplitude must be 'one' or 'threshold', got {self.spike_amplitude!r}")
         if not 0.0 <= float(self.init_potential) <= 1.0:
             raise ValueError(f"init_potential is a fraction of the threshold in [0, 1], got {self.init_potential}")
         if not isinstance(self.surrogate, Surrogate):
@@ -296,7 +304,21 @@ class SpikingNeuron(nn.Module):
         return self.gain
 
     def forward(self, current: torch.Tensor) -> torch.Tensor:
-        """Spikes [T, B, ...] for input current [T, B, ...] (ReLU of the current in ``ann`` mode)."""
+        """Spikes [T, B, ...] for input current [T, B, ...] (ReLU of the current in ``ann`` mode).
+
+        With ``spike_amplitude="threshold"`` the spikes are theta * s.
+        """
+        if self.config.spike_amplitude == "threshold" and self.grad_mode.mode != "ann":
+            return self._spikes(current) * self.effective_threshold().to(current.dtype)
+        return self._spikes(current)
+
+    def spike_scale(self) -> float:
+        """The value of one emitted spike: 1, or theta with ``spike_amplitude="threshold"``."""
+        if self.config.spike_amplitude == "threshold":
+            return float(self.effective_threshold().detach())
+        return 1.0
+
+    def _spikes(self, current: torch.Tensor) -> torch.Tensor:
         cfg, gm = self.config, self.grad_mode
         gain = self._gain_for(current.shape[0])
         if gm.mode == "ann":
@@ -318,7 +340,8 @@ class SpikingNeuron(nn.Module):
     def extra_repr(self) -> str:
         c = self.config
         init = f", init={c.init_potential:g}*theta" if c.init_potential else ""
-        return f"kind={c.kind}, lam={c.lam}, reset={c.reset}{init}, surrogate={c.surrogate.label()}"
+        amp = ", spikes=theta*s" if c.spike_amplitude == "threshold" else ""
+        return f"kind={c.kind}, lam={c.lam}, reset={c.reset}{init}{amp}, surrogate={c.surrogate.label()}"
 
 
 class ReLU(nn.Module):
@@ -335,3 +358,47 @@ class ReLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x)
+
+
+def qcfs(x: torch.Tensor, clip: torch.Tensor, levels: int) -> torch.Tensor:
+    r"""Quantisation-clip-floor-shift activation (Bu et al., ICLR 2022).
+
+    .. math:: h(x) = \lambda\, \mathrm{clip}\Big(\tfrac{1}{L}\big\lfloor \tfrac{x L}{\lambda} + \tfrac12 \big\rfloor, 0, 1\Big)
+
+    with :math:`L` = ``levels`` and the clip :math:`\lambda` = ``clip``. The floor passes
+    its gradient straight through, so both ``x`` and ``clip`` get gradients. An IF neuron
+    with threshold :math:`\lambda`, soft reset and :math:`v[-1] = \lambda/2` fires
+    :math:`L\, h(x)/\lambda` times in :math:`T = L` steps for a constant input ``x``.
+
+    Args:
+        x: pre-activation, any shape.
+        clip: :math:`\lambda > 0`, a 0-dim tensor (learnable).
+        levels: :math:`L \ge 1`.
+    Returns:
+        h(x), the shape of ``x``, values in {0, lambda/L, ..., lambda}.
+    """
+    z = x * (levels / clip) + 0.5
+    z = z + (torch.floor(z) - z).detach()
+    return clip * torch.clamp(z / levels, 0.0, 1.0)
+
+
+class QCFS(nn.Module):
+    """QCFS activation of the ANN twin (:func:`qcfs`); its learnable clip is named ``threshold``.
+
+    The name matches the SNN twin's threshold, so conversion copies the clip into the
+    threshold with the weights. ``levels`` is the number of quantisation steps L (the SNN's
+    T at which conversion is exact up to the order of spikes).
+    """
+
+    def __init__(self, levels: int = 8, clip: float = 2.0):
+        super().__init__()
+        if int(levels) < 1:
+            raise ValueError(f"QCFS levels must be >= 1, got {levels}")
+        self.levels = int(levels)
+        self.threshold = nn.Parameter(torch.tensor(float(clip)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return qcfs(x, self.threshold.clamp_min(1e-3), self.levels)
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}"
