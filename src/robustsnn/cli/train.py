@@ -194,7 +194,7 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_cmd(
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/TOML file of options; flags override it."),
-        model: Optional[str] = typer.Option(None, help="Architecture: cnn, vgg5, vgg11, vgg16, resnet19, resnet20, wrn16_4."),
+        model: Optional[str] = typer.Option(None, help="Architecture: cnn, vgg5, vgg11, vgg16, resnet19, resnet20, wrn16_4, wrn28_4."),
         kind: Optional[str] = typer.Option(None, help="snn or ann."),
         dataset: Optional[str] = typer.Option(None, help="fashion-mnist (default), mnist, cifar10, cifar100, svhn, tiny-imagenet."),
         data_dir: Optional[str] = typer.Option(None, help="Folder holding the data set files."),
