@@ -31,6 +31,7 @@ def _parse(path: Path) -> PipelineConfig:
 
 
 def test_there_are_paper_scale_configs():
+    assert len(PIPELINE_CONFIGS) >= 13 + 6
     names = {p.stem for p in PAPER_CONFIGS}
     assert {"cifar10_vgg16_hydra_s90", "cifar10_vgg16_lwm_global_s99", "cifar100_wrn28_4_hydra_s90",
             "cifar100_wrn28_4_lwm_global_s99", "tinyimagenet_vgg11_hydra_s90", "tinyimagenet_vgg11_lwm_global_s99"} <= names
