@@ -198,7 +198,7 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_cmd(
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/TOML file of options; flags override it."),
-        model: Optional[str] = typer.Option(None, help="Architecture: cnn, vgg5, vgg11, vgg16, resnet19, resnet20, wrn16_4."),
+        model: Optional[str] = typer.Option(None, help="Architecture: cnn, vgg5, vgg11, vgg16, resnet19, resnet20, wrn16_4, wrn28_4."),
         kind: Optional[str] = typer.Option(None, help="snn or ann."),
         activation: Optional[str] = typer.Option(None, help="ANN activation: relu (default) or qcfs (clip-floor-shift, for near-lossless conversion)."),
         levels: Optional[int] = typer.Option(None, help="QCFS quantisation levels L (default: --time-steps, the SNN's T after conversion)."),
