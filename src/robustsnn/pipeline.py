@@ -67,7 +67,10 @@ class PipelineConfig:
     seed: int = 0
     train_subset: int | None = 20000
     batch_size: int = 64
-    eps: float = 0.1
+    eps: float = 0.1  # training budget (and evaluation budget unless eval_eps is set)
+    eval_eps: float | None = None  # evaluation budget (None: eps); the papers train at 2/255, test at 8/255
+    augment: bool = False  # random crop / flip as the data set defines, in every training stage
+    device: str = "cpu"  # "auto" takes a GPU when there is one
     # 1. robust ANN
     ann_checkpoint: str | None = None
     ann_objective: str = "trades"
@@ -126,6 +129,9 @@ class PipelineConfig:
             raise UsageError(f"unknown conversion_recipe {self.conversion_recipe!r}; choose one of {', '.join(RECIPE_NAMES)}")
         if self.stage_eval_n < 0 or self.eval_n < 1 or self.efficiency_n < 1:
             raise UsageError("eval_n and efficiency_n must be >= 1 and stage_eval_n >= 0")
+        if self.eval_eps is not None and not 0 <= self.eval_eps <= 1:
+            raise UsageError(f"eval_eps={self.eval_eps:g} is outside [0, 1]: budgets are in pixel units; "
+                             f"did you mean {self.eval_eps:g}/255?")
         if not 0 <= self.eps <= 1:
             raise UsageError(f"eps={self.eps:g} is outside [0, 1]: budgets are in pixel units; did you mean {self.eps:g}/255?")
 
@@ -136,6 +142,11 @@ class PipelineConfig:
         if unknown:
             raise UsageError(f"unknown pipeline option(s): {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
         return cls(**d)
+
+    @property
+    def test_eps(self) -> float:
+        """The evaluation budget."""
+        return self.eps if self.eval_eps is None else self.eval_eps
 
     def stages(self) -> tuple[str, ...]:
         return BASELINE_STAGES if self.baseline else STAGES
@@ -185,6 +196,8 @@ MEASUREMENT_SETTINGS = {
     "eval_n": ("evaluate", "report"),
     "efficiency_n": ("efficiency", "report"),
     "stage_eval_n": ("report",),
+    "eval_eps": ("evaluate", "report"),
+    "device": (),
     "stage_eval_preset": ("report",),
 }
 
@@ -235,6 +248,7 @@ class _State:
 
 def _train_cfg(c: PipelineConfig, *, epochs, lr, objective, params, weight_decay=5e-4, subset=None) -> TrainConfig:
     return TrainConfig(epochs=epochs, batch_size=c.batch_size, lr=lr, weight_decay=weight_decay, seed=c.seed,
+                       augment=c.augment, device=c.device,
                        train_subset=subset if subset is not None else c.train_subset, test_subset=1000,
                        objective=objective, objective_params=params)
 
@@ -271,10 +285,15 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, command: str | None
     test_set = load_dataset(info.name, "test", data_dir=config.data_dir)
     meta = {"dataset": info.name, "command": command}
     c = config
+    device = torch.device("cuda" if c.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if c.device == "auto" else c.device))
+
+    def _load(path):
+        return checkpoint.load(path).to(device)
 
     def ann_stage() -> dict:
         if c.ann_checkpoint:
-            model = checkpoint.load(c.ann_checkpoint)
+            model = _load(c.ann_checkpoint)
             if model.config.kind != "ann":
                 raise UsageError(f"--ann {c.ann_checkpoint} is an {model.config.kind.upper()}; give an ANN checkpoint")
             src = checkpoint.read_meta(c.ann_checkpoint)
@@ -294,7 +313,7 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, command: str | None
         from .sparsity.hydra import prune_hydra
         from .sparsity.prune import prune_lwm, prune_random
 
-        model = checkpoint.load(run / "ann" / "model")
+        model = _load(run / "ann" / "model")
         if c.sparsity == 0:
             checkpoint.save(run / "prune" / "model", model, **meta, pruning={"method": "none", "sparsity": 0.0})
             return {"sparsity": 0.0}
@@ -318,7 +337,7 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, command: str | None
     def convert_stage() -> dict:
         from .convert import convert, resolve_recipe
 
-        ann = checkpoint.load(run / "prune" / "model")
+        ann = _load(run / "prune" / "model")
         calib = batches(train_set, c.calib_batch_size, shuffle=True, seed=c.seed)
         overrides = dict(reset=c.reset, percentile=c.percentile, calib_time_steps=c.calib_time_steps,
                          scale=c.threshold_scale)
@@ -329,7 +348,7 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, command: str | None
         return {"recipe": recipe.to_dict()}
 
     def finetune_stage() -> dict:
-        snn = checkpoint.load(run / "snn" / "model")
+        snn = _load(run / "snn" / "model")
         name, params = _snn_objective(c)
         cfg = _train_cfg(c, epochs=c.snn_epochs, lr=c.snn_lr, objective=name, params=params,
                          weight_decay=c.snn_weight_decay, subset=c.snn_train_subset)
@@ -348,7 +367,7 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, command: str | None
             if c.baseline == "random":
                 prune_random(snn, c.sparsity, torch.Generator().manual_seed(c.seed), **c.prune_ends)
             else:
-                pruned = checkpoint.load(run / "prune" / "model")
+                pruned = _load(run / "prune" / "model")
                 masks = dict(pruned.named_modules())
                 for name, module in prunable_layers(snn):
                     set_mask(module, masks[name].weight_mask if hasattr(masks[name], "weight_mask") else torch.ones_like(module.weight))
@@ -364,11 +383,11 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, command: str | None
         """Clean and robust accuracy of a stage's model on the first stage_eval_n test images."""
         from .evaluate import evaluate
 
-        model = checkpoint.load(run / STAGE_MODELS[stage])
-        res = evaluate(model, test_set, preset=c.stage_eval_preset, eps=c.eps, n=c.stage_eval_n, seed=c.seed,
+        model = _load(run / STAGE_MODELS[stage])
+        res = evaluate(model, test_set, preset=c.stage_eval_preset, eps=c.test_eps, n=c.stage_eval_n, seed=c.seed,
                        dataset=info.name, warn=False, diagnostics=False, cache_dir=run / CACHE_DIRNAME)
         acc = {"clean": res.clean_acc, "robust": res.results[0].robust_acc, "n": c.stage_eval_n,
-               "preset": c.stage_eval_preset, "eps": c.eps}
+               "preset": c.stage_eval_preset, "eps": c.test_eps}
         console.print(f"  {stage}: clean {acc['clean']:.1%}, robust ({c.stage_eval_preset}) {acc['robust']:.1%} "
                       f"on {c.stage_eval_n} test images")
         return acc
@@ -380,8 +399,8 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, command: str | None
         from .cli.evaluate import print_result
         from .evaluate import evaluate
 
-        model = checkpoint.load(final_model_dir())
-        res = evaluate(model, test_set, preset=c.eval_preset, eps=c.eps, n=c.eval_n, seed=c.seed,
+        model = _load(final_model_dir())
+        res = evaluate(model, test_set, preset=c.eval_preset, eps=c.test_eps, n=c.eval_n, seed=c.seed,
                        command=command, dataset=info.name, warn=False, cache_dir=run / CACHE_DIRNAME)
         print_result(res, console)
         path = res.save(run / f"eval-{c.eval_preset}.json")
@@ -393,7 +412,7 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, command: str | None
     def efficiency_stage() -> dict:
         from .metrics import efficiency
 
-        model = checkpoint.load(final_model_dir())
+        model = _load(final_model_dir())
         eff = efficiency(model, test_set, n=c.efficiency_n)
         cmd = f"robustsnn efficiency {final_model_dir()} --n {c.efficiency_n} --json {run / 'efficiency.json'}"
         atomic_write_json(run / "efficiency.json", {"command": cmd, "checkpoint": str(final_model_dir()), **eff})
