@@ -15,7 +15,7 @@ from robustsnn.models import available
 from robustsnn.pipeline import PipelineConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-PIPELINE_CONFIGS = sorted((ROOT / "configs" / "pipeline").glob("*.yaml"))
+PIPELINE_CONFIGS = sorted((ROOT / "configs" / "pipeline").rglob("*.yaml"))
 PAPER_CONFIGS = [p for p in PIPELINE_CONFIGS if not p.name.startswith("fmnist")]
 
 # Keys of issue 11 that the conversion work adds to PipelineConfig. Until that branch is merged
