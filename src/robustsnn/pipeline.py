@@ -407,7 +407,12 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, command: str | None
         final = run / "final"
         if not final.exists():
             final.symlink_to(final_model_dir().relative_to(run), target_is_directory=True)
-        return {"clean_acc": res.clean_acc, "robust_acc": res.results[0].robust_acc, "result": str(path)}
+        from .train import accuracy
+
+        full = accuracy(model, test_set, batch_size=250)  # clean accuracy on the whole test split
+        console.print(f"  clean accuracy on all {len(test_set)} test images: {full:.2%}")
+        return {"clean_acc": res.clean_acc, "robust_acc": res.results[0].robust_acc, "result": str(path),
+                "full_test_acc": full, "full_test_n": len(test_set)}
 
     def efficiency_stage() -> dict:
         from .metrics import efficiency
