@@ -38,10 +38,16 @@ def parseval_step(model: nn.Module, beta: float, row_fraction: float = 0.3, row_
 
 
 class ParsevalStep:
-    """Post-step hook for the trainer: ``ParsevalStep(beta)(model)``."""
+    """Post-step hook for the trainer: ``ParsevalStep(beta)(model)``.
 
-    def __init__(self, beta: float, row_fraction: float = 0.3, row_threshold: int = 200):
+    ``generator`` (None: torch's global RNG) draws the rows of large linear layers; the
+    trainer sets one seeded per epoch under DDP so that every rank picks the same rows.
+    """
+
+    def __init__(self, beta: float, row_fraction: float = 0.3, row_threshold: int = 200,
+                 generator: torch.Generator | None = None):
         self.beta, self.row_fraction, self.row_threshold = float(beta), row_fraction, row_threshold
+        self.generator = generator
 
     def __call__(self, model: nn.Module) -> None:
-        parseval_step(model, self.beta, self.row_fraction, self.row_threshold)
+        parseval_step(model, self.beta, self.row_fraction, self.row_threshold, generator=self.generator)
