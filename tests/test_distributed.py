@@ -1,0 +1,137 @@
+"""Training and evaluation on 2 gloo ranks (torchrun on the CPU) against one process.
+
+Each torchrun launch is a subprocess with OMP_NUM_THREADS=1, a free port and a timeout,
+so a hang fails the test instead of blocking the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from robustsnn import checkpoint
+from robustsnn import distributed as D
+from robustsnn.data import batches
+from robustsnn.errors import UsageError
+from robustsnn.train import TrainConfig, fit
+
+from dist_worker import TRAIN, breakers, train_model
+from helpers import synthetic_fmnist, tiny_snn
+
+WORKER = Path(__file__).with_name("dist_worker.py")
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(*args, env: dict | None = None, timeout: float = 90) -> subprocess.CompletedProcess:
+    """``python -m torch.distributed.run --nproc_per_node 2 dist_worker.py ARGS`` on gloo."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), str(WORKER), *map(str, args)]
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+                "ROBUSTSNN_DIST_TIMEOUT": "60", **(env or {})}
+    return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def _weights(path: Path) -> dict:
+    return checkpoint.load(path / "model").state_dict()
+
+
+def test_ddp_matches_one_process_resumes_on_another_rank_count_and_after_a_kill(tmp_path):
+    """1 process x 2 epochs == (1 process x 1 epoch, then 2 ranks killed in epoch 2, then 2 ranks --resume)."""
+    ref = train_model()
+    init = {k: v.clone() for k, v in ref.state_dict().items()}
+    fit(ref, synthetic_fmnist(72), None, TrainConfig(**TRAIN), tmp_path / "ref", progress=False)
+    fit(train_model(), synthetic_fmnist(72), None, TrainConfig(**TRAIN), tmp_path / "run", progress=False, stop_after_epoch=1)
+
+    died = torchrun("train", tmp_path / "run", "--resume", env={"ROBUSTSNN_FAULT": "1:epoch2:step1"})
+    assert died.returncode != 0
+    assert "the last checkpoint is" in died.stderr and "--resume" in died.stderr
+    assert checkpoint.read_meta(tmp_path / "run" / "model")["epoch"] == 1, "the killed epoch must not be checkpointed"
+
+    done = torchrun("train", tmp_path / "run", "--resume")
+    assert done.returncode == 0, done.stderr[-2000:]
+    meta = checkpoint.read_meta(tmp_path / "run" / "model")
+    assert meta["epoch"] == 2 and meta["history"][-1]["ranks"] == 2
+    a, b = _weights(tmp_path / "ref"), _weights(tmp_path / "run")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-4, atol=1e-5), k
+    moved = [k for k in a if a[k].is_floating_point() and not torch.allclose(a[k], init[k])]
+    assert "head.weight" in moved or len(moved) > 3
+    masked = [k for k in a if k.endswith("weight_mask")]
+    assert masked and all(bool((a[k.replace("weight_mask", "weight")][a[k] == 0] == 0).all()) for k in masked)
+    assert all(torch.equal(a[k], b[k]) for k in masked)
+
+
+def test_sharded_evaluation_gives_one_process_verdicts_and_shares_the_cache(tmp_path):
+    model = tiny_snn()
+    fit(model, synthetic_fmnist(320), None, TrainConfig(epochs=4, batch_size=32, lr=0.05, seed=3), tmp_path / "m", progress=False)
+    one = breakers(model.eval())
+    flat = sum(one, [])
+    assert {0, 1, -1} <= set(flat), "the preset should break samples with APGD-T and Square and leave some robust"
+
+    run = torchrun("eval", tmp_path / "m" / "model", tmp_path / "ev" / "out.json")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads((tmp_path / "ev" / "out.json").read_text()) == one
+
+    # the cache written by the sharded run (rank 0) is the one-process run's: all members reused
+    from robustsnn.evaluate import evaluate
+    from dist_worker import MEMBERS, eval_data
+
+    res = evaluate(checkpoint.load(tmp_path / "m" / "model"), eval_data(), members=MEMBERS, eps="0.1,0.2", batch_size=4,
+                   diagnostics=False, warn=False, cache_dir=tmp_path / "ev" / "cache")
+    assert [r.breaker for r in res.results] == one
+    assert all(m["cached"] for r in res.results for m in r.members)
+
+
+def test_batch_slices_of_all_ranks_are_the_one_process_batches():
+    data = synthetic_fmnist(37)
+    for augment in (False, True):
+        whole = list(batches(data, 12, shuffle=True, seed=4, epoch=2, augment=augment))
+        parts = [list(batches(data, 12, shuffle=True, seed=4, epoch=2, augment=augment, part=(r, 3))) for r in range(3)]
+        for i, (x, y) in enumerate(whole):
+            assert torch.equal(torch.cat([p[i][0] for p in parts]), x)
+            assert torch.equal(torch.cat([p[i][1] for p in parts]), y)
+
+
+def test_split_batch_weights_make_the_mean_of_means_the_global_mean():
+    values = torch.arange(11.0)
+    shares = [D.split_batch(11, r, 3) for r in range(3)]
+    assert [s.stop - s.start for s in shares] == [4, 4, 3] and shares[-1].stop == 11
+    # DDP averages the ranks' gradients: mean over ranks of (weight * local mean) == global mean
+    weights = [(s.stop - s.start) * 3 / 11 for s in shares]
+    mean_of_means = sum(w * values[s.start:s.stop].mean() for s, w in zip(shares, weights)) / 3
+    assert torch.allclose(mean_of_means, values.mean())
+
+
+def test_unsplittable_batches_and_too_many_ranks_are_clear_errors():
+    with pytest.raises(UsageError, match="does not divide by the 2 ranks"):
+        D.check_batch(15, 100, 2)
+    with pytest.raises(UsageError, match="only 3 training samples"):
+        D.check_batch(8, 3, 4)
+    with pytest.raises(UsageError, match="last batch of each epoch has 1 sample"):
+        D.check_batch(8, 17, 2)
+    assert D.check_batch(8, 18, 2) == 4
+
+
+def test_shared_draw_gives_each_rank_its_rows_of_the_global_draw():
+    def draw(m):
+        return torch.randn(m, 3, generator=torch.Generator().manual_seed(0))
+
+    share = D.split_batch(10, 1, 2)
+    with D.batch_share(share):
+        mine = D.shared_draw(draw, 5)
+    assert torch.equal(mine, draw(10)[5:])
+    assert torch.equal(D.shared_draw(draw, 4), draw(4))  # no share: a plain draw
