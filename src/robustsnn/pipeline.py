@@ -36,6 +36,7 @@ from . import checkpoint
 from .data import batches, dataset_info, load_dataset
 from .errors import UsageError
 from .attacks.cache import CACHE_DIRNAME
+from . import distributed as D
 from .io import atomic_write_json, read_json
 from .models import build
 from .train import TrainConfig, fit
@@ -96,6 +97,8 @@ class PipelineConfig:
     eval_preset: str = "standard"
     eval_n: int = 1000
     efficiency_n: int = 1000
+    # where the training and evaluation stages run: cpu, cuda, cuda:N or auto (not a recipe setting)
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if not 0 <= self.sparsity < 1:
@@ -135,6 +138,7 @@ MEASUREMENT_SETTINGS = {
     "eval_preset": ("evaluate", "report"),
     "eval_n": ("evaluate", "report"),
     "efficiency_n": ("efficiency", "report"),
+    "device": (),
 }
 
 
@@ -185,7 +189,7 @@ class _State:
 def _train_cfg(c: PipelineConfig, *, epochs, lr, objective, params, weight_decay=5e-4, subset=None) -> TrainConfig:
     return TrainConfig(epochs=epochs, batch_size=c.batch_size, lr=lr, weight_decay=weight_decay, seed=c.seed,
                        train_subset=subset if subset is not None else c.train_subset, test_subset=1000,
-                       objective=objective, objective_params=params)
+                       objective=objective, objective_params=params, device=c.device)
 
 
 def _ann_objective(c: PipelineConfig) -> tuple[str, dict]:
@@ -211,10 +215,12 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, command: str | None
         progress: live progress bars.
         stop_after: end after this stage (used to test interruption).
     """
-    console = console or Console()
+    D.setup(config.device)  # under torchrun: all ranks train and evaluate, rank 0 writes (robustsnn.io)
+    console = console or Console(quiet=not D.is_main())
     run = Path(out)
     run.mkdir(parents=True, exist_ok=True)
     state = _State(run, config, command)
+    D.barrier()
     info = dataset_info(config.dataset)
     train_set = load_dataset(info.name, "train", data_dir=config.data_dir)
     test_set = load_dataset(info.name, "test", data_dir=config.data_dir)
@@ -315,13 +321,13 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, command: str | None
         from .cli.evaluate import print_result
         from .evaluate import evaluate
 
-        model = checkpoint.load(final_model_dir())
+        model = checkpoint.load(final_model_dir()).to(D.resolve_device(c.device))
         res = evaluate(model, test_set, preset=c.eval_preset, eps=c.eps, n=c.eval_n, seed=c.seed,
                        command=command, dataset=info.name, warn=False, cache_dir=run / CACHE_DIRNAME)
         print_result(res, console)
         path = res.save(run / f"eval-{c.eval_preset}.json")
         final = run / "final"
-        if not final.exists():
+        if D.is_main() and not final.exists():
             final.symlink_to(final_model_dir().relative_to(run), target_is_directory=True)
         return {"clean_acc": res.clean_acc, "robust_acc": res.results[0].robust_acc, "result": str(path)}
 
@@ -355,6 +361,7 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, command: str | None
         t0 = time.perf_counter()
         result = runners[stage]()
         state.finish(stage, time.perf_counter() - t0, **(result or {}))
+        D.barrier()  # the next stage reads what rank 0 wrote
         if stop_after == stage:
             break
     return state.data
