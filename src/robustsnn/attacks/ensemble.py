@@ -369,7 +369,7 @@ class Ensemble:
                     new = fool & alive[chunk]
                     if new.any():
                         sel = chunk[new]
-                        x_adv[sel] = xa_fooled[new[fool]].to(x_adv)
+                        x_adv[sel] = xa_fooled.to(x_adv)[new[fool]]
                         breaker[sel.cpu()] = k
                         rec.broke += int(new.sum())
                     alive[chunk[fool]] = False
