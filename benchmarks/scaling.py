@@ -1,0 +1,133 @@
+"""Scaling on one machine: 1 rank x 2 threads against 2 ranks x 1 thread (torchrun, gloo).
+
+    python benchmarks/scaling.py                    # n=512 training images, 64 evaluation images
+    python benchmarks/scaling.py --n 128 --n-eval 16   # a quick look
+
+Same total cores in both layouts. Training: images/s of the second of two epochs
+(the first one warms up), SNN cnn (width --width, T=--time-steps), global batch
+--batch-size, natural objective. Evaluation: wall time of a small ensemble (APGD-CE,
+APGD-T, Square, PGD) on --n-eval images, the attacks split across the ranks. Each
+measurement is one fresh process group (``python -m torch.distributed.run``), so the
+ratios come from one run of this script. The sharded per-sample verdicts are checked
+against the single rank's. Nothing is downloaded (robustsnn.attacks.toy.toy_data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MEMBERS = [("apgd-ce", None, {"steps": 10}), ("apgd-t", None, {"steps": 10, "n_target_classes": 3}),
+           ("square", None, {"n_queries": 100}), ("pgd", None, {"steps": 10})]
+
+
+def _data(split: str, n: int):
+    import torch
+
+    from robustsnn.attacks.toy import toy_data
+    from robustsnn.data import ArrayDataset, dataset_info
+
+    x, y = toy_data(split, n)
+    return ArrayDataset((x * 255).round().to(torch.uint8), y, dataset_info("fashion-mnist"))
+
+
+def _model(a):
+    import torch
+
+    from robustsnn.models import build
+
+    torch.manual_seed(0)
+    return build("cnn", kind="snn", time_steps=a.time_steps, width=a.width, mean=(0.2860,), std=(0.3530,))
+
+
+def worker(a) -> None:
+    """One measurement inside a process group; rank 0 writes ``a.result``."""
+    import torch
+
+    from robustsnn import distributed as D
+
+    torch.set_num_threads(a.threads)
+    D.setup("cpu")
+    if a.worker == "train":
+        from robustsnn.train import TrainConfig, fit
+
+        hist = fit(_model(a), _data("train", a.n), None, TrainConfig(epochs=2, batch_size=a.batch_size, lr=0.05),
+                   Path(a.result).with_suffix(".run"), progress=False)
+        out = {"images_per_s": hist[-1]["images_per_s"]}
+    else:
+        from robustsnn.evaluate import evaluate
+
+        model = _model(a).eval()
+        x, y = _data("test", a.n_eval).images.float() / 255, _data("test", a.n_eval).labels
+        D.barrier()
+        t = time.perf_counter()
+        res = evaluate(model, (x, y), members=MEMBERS, eps=0.05, batch_size=a.eval_batch_size, diagnostics=False, warn=False)
+        out = {"seconds": time.perf_counter() - t, "breaker": res.results[0].breaker}
+    if D.is_main():
+        Path(a.result).write_text(json.dumps(out))
+    D.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(a, what: str, ranks: int, threads: int, tmp: Path) -> dict:
+    result = tmp / f"{what}-{ranks}x{threads}.json"
+    args = [__file__, "--worker", what, "--result", str(result), "--threads", str(threads), "--train-n", str(a.n),
+            "--n-eval", str(a.n_eval), "--batch-size", str(a.batch_size), "--eval-batch-size", str(a.eval_batch_size),
+            "--width", str(a.width), "--time-steps", str(a.time_steps)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), *args]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=a.timeout)
+    if done.returncode:
+        sys.exit(f"scaling: {what} on {ranks} rank(s) failed:\n{done.stderr[-3000:]}")
+    return json.loads(result.read_text())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", "--train-n", dest="n", type=int, default=512, help="training images")
+    ap.add_argument("--n-eval", type=int, default=64, help="evaluation images")
+    ap.add_argument("--batch-size", type=int, default=64, help="global training batch")
+    ap.add_argument("--eval-batch-size", type=int, default=16, help="samples per attack call (chunks split across ranks)")
+    ap.add_argument("--width", type=float, default=0.5)
+    ap.add_argument("--time-steps", type=int, default=4)
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds per launch")
+    ap.add_argument("--json", help="also write the numbers to this file")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--result", help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        worker(a)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        t1, t2 = _launch(a, "train", 1, 2, tmp), _launch(a, "train", 2, 1, tmp)
+        e1, e2 = _launch(a, "eval", 1, 2, tmp), _launch(a, "eval", 2, 1, tmp)
+    r = {
+        "setting": f"cnn width {a.width} T={a.time_steps}; train n={a.n} batch {a.batch_size}; eval n={a.n_eval} "
+                   f"chunks of {a.eval_batch_size}; cpu count {os.cpu_count()}",
+        "train_images_per_s": {"1x2": t1["images_per_s"], "2x1": t2["images_per_s"],
+                               "ratio_2x1_over_1x2": t2["images_per_s"] / t1["images_per_s"]},
+        "eval_seconds": {"1x2": e1["seconds"], "2x1": e2["seconds"], "speedup_2x1": e1["seconds"] / e2["seconds"]},
+        "sharded_verdicts_identical": e1["breaker"] == e2["breaker"],
+    }
+    print(json.dumps(r, indent=2))
+    if a.json:
+        Path(a.json).write_text(json.dumps(r, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
