@@ -61,3 +61,4 @@ def evaluate(ckpt: str, out: str) -> None:
 if __name__ == "__main__":
     torch.set_num_threads(1)
     {"train": lambda: train(sys.argv[2], "--resume" in sys.argv), "eval": lambda: evaluate(sys.argv[2], sys.argv[3])}[sys.argv[1]]()
+    D.shutdown()

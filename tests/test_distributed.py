@@ -36,9 +36,9 @@ def _free_port() -> int:
 
 
 def torchrun(*args, env: dict | None = None, timeout: float = 90) -> subprocess.CompletedProcess:
-    """``python -m torch.distributed.run --nproc_per_node 2 dist_worker.py ARGS`` on gloo."""
+    """``python -m torch.distributed.run --nproc_per_node 2 ARGS`` on gloo (ARGS: a script or ``-m robustsnn ...``)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), str(WORKER), *map(str, args)]
+           "--master_port", str(_free_port()), *map(str, args)]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                 "ROBUSTSNN_DIST_TIMEOUT": "60", **(env or {})}
     return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout)
@@ -55,12 +55,12 @@ def test_ddp_matches_one_process_resumes_on_another_rank_count_and_after_a_kill(
     fit(ref, synthetic_fmnist(72), None, TrainConfig(**TRAIN), tmp_path / "ref", progress=False)
     fit(train_model(), synthetic_fmnist(72), None, TrainConfig(**TRAIN), tmp_path / "run", progress=False, stop_after_epoch=1)
 
-    died = torchrun("train", tmp_path / "run", "--resume", env={"ROBUSTSNN_FAULT": "1:epoch2:step1"})
+    died = torchrun(WORKER, "train", tmp_path / "run", "--resume", env={"ROBUSTSNN_FAULT": "1:epoch2:step1"})
     assert died.returncode != 0
     assert "the last checkpoint is" in died.stderr and "--resume" in died.stderr
     assert checkpoint.read_meta(tmp_path / "run" / "model")["epoch"] == 1, "the killed epoch must not be checkpointed"
 
-    done = torchrun("train", tmp_path / "run", "--resume")
+    done = torchrun(WORKER, "train", tmp_path / "run", "--resume")
     assert done.returncode == 0, done.stderr[-2000:]
     meta = checkpoint.read_meta(tmp_path / "run" / "model")
     assert meta["epoch"] == 2 and meta["history"][-1]["ranks"] == 2
@@ -82,7 +82,7 @@ def test_sharded_evaluation_gives_one_process_verdicts_and_shares_the_cache(tmp_
     flat = sum(one, [])
     assert {0, 1, -1} <= set(flat), "the preset should break samples with APGD-T and Square and leave some robust"
 
-    run = torchrun("eval", tmp_path / "m" / "model", tmp_path / "ev" / "out.json")
+    run = torchrun(WORKER, "eval", tmp_path / "m" / "model", tmp_path / "ev" / "out.json")
     assert run.returncode == 0, run.stderr[-2000:]
     assert json.loads((tmp_path / "ev" / "out.json").read_text()) == one
 
@@ -135,3 +135,47 @@ def test_shared_draw_gives_each_rank_its_rows_of_the_global_draw():
         mine = D.shared_draw(draw, 5)
     assert torch.equal(mine, draw(10)[5:])
     assert torch.equal(D.shared_draw(draw, 4), draw(4))  # no share: a plain draw
+
+
+def test_poisson_spikes_of_the_ranks_are_rows_of_one_global_draw():
+    from robustsnn.encoding import poisson_encode
+
+    x = torch.full((6, 1, 4, 4), 0.5)
+    draws = []
+    for r in range(2):
+        torch.manual_seed(7)  # every rank holds the same RNG state
+        with D.batch_share(D.split_batch(6, r, 2)):
+            draws.append(poisson_encode(x[3 * r:3 * r + 3], 3))
+    torch.manual_seed(7)
+    u = torch.rand(6, 3, 1, 4, 4).transpose(0, 1)
+    assert torch.equal(torch.cat(draws, 1), (u < 0.5).float())
+    assert not torch.equal(draws[0], draws[1]), "the two ranks must not share their spike noise"
+
+
+def _idx_data(folder: Path) -> Path:
+    from test_data import write_idx_images, write_idx_labels
+
+    folder.mkdir(parents=True)
+    for prefix, seed in (("train", 0), ("t10k", 1)):
+        ds = synthetic_fmnist(40, seed=seed)
+        write_idx_images(folder / f"{prefix}-images-idx3-ubyte.gz", ds.images[:, 0].numpy(), True)
+        write_idx_labels(folder / f"{prefix}-labels-idx1-ubyte.gz", ds.labels.numpy(), True)
+    return folder
+
+
+def test_cli_under_torchrun_trains_on_two_ranks_and_refuses_an_unsplittable_batch(tmp_path):
+    data = _idx_data(tmp_path / "data")
+    common = ["-m", "robustsnn", "train", "--data-dir", data, "-T", "2", "--width", "0.25", "--train-subset", "32",
+              "--test-subset", "16", "--no-progress"]
+    bad = torchrun(*common, "--batch-size", "7", "--out", tmp_path / "bad")
+    assert bad.returncode != 0
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--batch-size 7 does not divide by the 2 ranks" in errors[0], bad.stderr[-2000:]
+    assert not (tmp_path / "bad" / "model").exists()
+
+    good = torchrun(*common, "--batch-size", "8", "--out", tmp_path / "good")
+    assert good.returncode == 0, good.stderr[-2000:]
+    assert good.stdout.count("test accuracy") == 1, "only rank 0 prints"
+    meta = checkpoint.read_meta(tmp_path / "good" / "model")
+    assert meta["history"][-1]["ranks"] == 2 and meta["recipe"]["batch_size"] == 8
+

@@ -33,7 +33,7 @@ from .errors import UsageError
 __all__ = [
     "rank", "world_size", "is_main", "active", "setup", "shutdown", "resolve_device", "barrier", "all_sum",
     "broadcast_object", "all_gather_object", "split_batch", "check_batch", "BatchShare", "batch_share",
-    "shared_draw", "unwrap", "SyncBatchNorm", "convert_sync_batchnorm", "fault_point",
+    "sharing", "shared_draw", "unwrap", "SyncBatchNorm", "convert_sync_batchnorm", "fault_point",
 ]
 
 _SHARE: contextvars.ContextVar["BatchShare | None"] = contextvars.ContextVar("robustsnn_batch_share", default=None)
@@ -95,9 +95,15 @@ def setup(device: str | torch.device | None = "cpu", timeout_s: float | None = N
 
 
 def shutdown() -> None:
-    """Close the process group opened by :func:`setup` (no-op otherwise)."""
+    """Wait for every rank, then close the process group opened by :func:`setup` (no-op otherwise).
+
+    Call it on success only: a rank that leaves while a peer still talks to it can make
+    the peer's gloo transport abort.
+    """
     if dist.is_available() and dist.is_initialized():
         with contextlib.suppress(Exception):
+            if dist.get_world_size() > 1:
+                dist.barrier()
             dist.destroy_process_group()
 
 
@@ -193,6 +199,12 @@ def batch_share(share: BatchShare | None) -> Iterator[None]:
         _SHARE.reset(token)
 
 
+def sharing(n_local: int) -> bool:
+    """True inside :func:`batch_share` for a batch of ``n_local`` samples (this rank's slice)."""
+    share = _SHARE.get()
+    return share is not None and share.stop - share.start == n_local
+
+
 def shared_draw(draw: Callable[[int], torch.Tensor], n_local: int) -> torch.Tensor:
     """``draw(n)`` for a batch of ``n_local`` samples, batch-size independent under DDP.
 
@@ -200,9 +212,9 @@ def shared_draw(draw: Callable[[int], torch.Tensor], n_local: int) -> torch.Tens
     :func:`batch_share` (every rank holding the same RNG state) it draws for the whole
     global batch and keeps this rank's rows, so the values equal a single process's.
     """
-    share = _SHARE.get()
-    if share is None or share.stop - share.start != n_local:
+    if not sharing(n_local):
         return draw(n_local)
+    share = _SHARE.get()
     return draw(share.total)[share.start:share.stop]
 
 
