@@ -2,6 +2,7 @@
 
     python benchmarks/scaling.py                    # n=512 training images, 64 evaluation images
     python benchmarks/scaling.py --n 128 --n-eval 16   # a quick look
+    python benchmarks/scaling.py --estimate configs/cifar10/vgg11_dlif_rfgsm_parseval_mppd1.yaml
 
 Same total cores in both layouts. Training: images/s of the second of two epochs
 (the first one warms up), SNN cnn (width --width, T=--time-steps), global batch
@@ -10,6 +11,11 @@ APGD-T, Square, PGD) on --n-eval images, the attacks split across the ranks. Eac
 measurement is one fresh process group (``python -m torch.distributed.run``), so the
 ratios come from one run of this script. The sharded per-sample verdicts are checked
 against the single rank's. Nothing is downloaded (robustsnn.attacks.toy.toy_data).
+
+``--estimate CONFIG``: time a few training steps of a training config (its model, T,
+objective, MPPD and Parseval; random images of its data set's shape, batch
+--estimate-batch) on this process and extrapolate one epoch and the whole run of
+that config on one such process (the training set sizes are the data sets' own).
 """
 
 from __future__ import annotations
@@ -75,6 +81,57 @@ def worker(a) -> None:
     D.shutdown()
 
 
+TRAIN_SIZES = {"fashion-mnist": 60000, "mnist": 60000, "cifar10": 50000, "cifar100": 50000, "svhn": 73257,
+               "tiny-imagenet": 100000}
+
+
+def estimate(a) -> dict:
+    """Images/s of a config's training step here, and the epoch / run time it implies."""
+    import torch
+
+    from robustsnn.cli.config_file import merge_options, read_config
+    from robustsnn.cli.train import TRAIN_DEFAULTS, objective_params
+    from robustsnn.data import dataset_info
+    from robustsnn.models import build
+    from robustsnn.train import make_objective
+    from robustsnn.train.optim import make_optimizer
+    from robustsnn.train.parseval import ParsevalStep
+
+    o = merge_options(TRAIN_DEFAULTS, read_config(a.estimate), {})
+    info = dataset_info(o["dataset"])
+    torch.manual_seed(0)
+    model = build(o["model"], kind=o["kind"], neuron=o["neuron"], time_steps=int(o["time_steps"]),
+                  num_classes=info.num_classes, in_channels=info.in_channels, image_size=info.image_size,
+                  mean=info.mean, std=info.std, width=float(o["width"]))
+    objective = make_objective(o["objective"], **objective_params(o))
+    opt = make_optimizer(model, "sgd", 0.1, 0.9, 0.0)
+    hooks = [ParsevalStep(float(o["parseval"]))] if o.get("parseval") else []
+    from robustsnn.distributed import resolve_device
+
+    dev = resolve_device(a.device)
+    model.to(dev)
+    b = a.estimate_batch
+    x, y = torch.rand(b, *info.shape, device=dev), torch.randint(0, info.num_classes, (b,), device=dev)
+    times = []
+    for _ in range(a.estimate_steps + 1):  # the first step warms up
+        t = time.perf_counter()
+        loss, _ = objective(model, x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        for h in hooks:
+            h(model)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        times.append(time.perf_counter() - t)
+    ips = b / (sum(times[1:]) / len(times[1:]))
+    n = int(o["train_subset"] or TRAIN_SIZES.get(info.name, 50000))
+    return {"config": a.estimate, "model": f"{o['model']} {o['kind']} T={o['time_steps']} {o['objective']}"
+            f" mppd={o.get('mppd')} parseval={o.get('parseval')}", "batch": b, "device": str(dev), "threads": torch.get_num_threads(),
+            "images_per_s": ips, "epoch_hours": n / ips / 3600, "epochs": int(o["epochs"]),
+            "run_hours": n * int(o["epochs"]) / ips / 3600}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -105,12 +162,19 @@ def main() -> None:
     ap.add_argument("--time-steps", type=int, default=4)
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per launch")
     ap.add_argument("--json", help="also write the numbers to this file")
+    ap.add_argument("--estimate", help="a training config to extrapolate (see above)")
+    ap.add_argument("--estimate-batch", type=int, default=8)
+    ap.add_argument("--estimate-steps", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="device of --estimate: cpu, cuda or auto")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
         worker(a)
+        return
+    if a.estimate:
+        print(json.dumps(estimate(a), indent=2))
         return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
