@@ -31,9 +31,15 @@ def train_model():
     return model
 
 
-def train(out: str, resume: bool) -> None:
+def train(out, resume: bool = False, stop_after_epoch: int | None = None):
+    """Train the test model into ``out``; a Parseval hook that samples rows of the 10-row head
+    (row_threshold 4) exercises the sampled-rows path too. Returns the model."""
+    from robustsnn.train import ParsevalStep
+
     model = train_model()
-    fit(model, synthetic_fmnist(72), None, TrainConfig(**TRAIN), out, resume=resume, progress=False)
+    fit(model, synthetic_fmnist(72), None, TrainConfig(**TRAIN), out, resume=resume, progress=False,
+        post_step=[ParsevalStep(0.002, row_threshold=4)], stop_after_epoch=stop_after_epoch)
+    return model
 
 
 def eval_data():

@@ -22,7 +22,7 @@ from robustsnn.data import batches
 from robustsnn.errors import UsageError
 from robustsnn.train import TrainConfig, fit
 
-from dist_worker import TRAIN, breakers, train_model
+from dist_worker import breakers, train, train_model
 from helpers import synthetic_fmnist, tiny_snn
 
 WORKER = Path(__file__).with_name("dist_worker.py")
@@ -50,10 +50,9 @@ def _weights(path: Path) -> dict:
 
 def test_ddp_matches_one_process_resumes_on_another_rank_count_and_after_a_kill(tmp_path):
     """1 process x 2 epochs == (1 process x 1 epoch, then 2 ranks killed in epoch 2, then 2 ranks --resume)."""
-    ref = train_model()
-    init = {k: v.clone() for k, v in ref.state_dict().items()}
-    fit(ref, synthetic_fmnist(72), None, TrainConfig(**TRAIN), tmp_path / "ref", progress=False)
-    fit(train_model(), synthetic_fmnist(72), None, TrainConfig(**TRAIN), tmp_path / "run", progress=False, stop_after_epoch=1)
+    init = train_model().state_dict()
+    train(tmp_path / "ref")
+    train(tmp_path / "run", stop_after_epoch=1)
 
     died = torchrun(WORKER, "train", tmp_path / "run", "--resume", env={"ROBUSTSNN_FAULT": "1:epoch2:step1"})
     assert died.returncode != 0

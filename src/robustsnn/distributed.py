@@ -32,7 +32,7 @@ from .errors import UsageError
 
 __all__ = [
     "rank", "world_size", "is_main", "active", "setup", "shutdown", "resolve_device", "barrier", "all_sum",
-    "broadcast_object", "all_gather_object", "split_batch", "check_batch", "BatchShare", "batch_share",
+    "broadcast_object", "broadcast_tensor", "all_gather_object", "split_batch", "check_batch", "BatchShare", "batch_share",
     "sharing", "shared_draw", "unwrap", "SyncBatchNorm", "convert_sync_batchnorm", "fault_point",
 ]
 
@@ -135,6 +135,15 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj if rank() == src else None]
     dist.broadcast_object_list(box, src=src, device=_comm_device())
     return box[0]
+
+
+def broadcast_tensor(t: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """Rank ``src``'s ``t`` on every rank (same shape and dtype everywhere; ``t`` itself for one process)."""
+    if not active():
+        return t
+    buf = t.to(_comm_device()).contiguous()
+    dist.broadcast(buf, src=src)
+    return buf.to(t.device)
 
 
 def all_gather_object(obj: Any) -> list[Any]:

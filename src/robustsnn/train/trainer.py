@@ -212,9 +212,8 @@ def fit(
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     hooks = list(post_step or [])
-    parseval = ParsevalStep(config.parseval) if config.parseval > 0 else None
-    if parseval is not None:
-        hooks.append(parseval)
+    if config.parseval > 0:
+        hooks.append(ParsevalStep(config.parseval))
     main = D.is_main()
     bar = _progress() if progress and main else None
     if bar:
@@ -239,8 +238,6 @@ def fit(
     try:
         for epoch in range(start_epoch, config.epochs):
             torch.manual_seed(config.seed * 100003 + epoch)
-            if parseval is not None and world > 1:  # rows of large linears: the same on every rank
-                parseval.generator = torch.Generator().manual_seed(config.seed * 100003 + epoch)
             model.train()
             task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=steps_per_epoch, loss=0.0, acc=0.0, ips=0.0) if bar else None
             seen = correct = 0
