@@ -1,4 +1,4 @@
-"""Scaling on one machine: 1 rank x 2 threads against 2 ranks x 1 thread (torchrun, gloo).
+"""Scaling on one machine: 1 rank x 2 threads against 2 ranks x 1 thread (torchrun, gloo), and 1 x 1.
 
     python benchmarks/scaling.py                    # n=512 training images, 64 evaluation images
     python benchmarks/scaling.py --n 128 --n-eval 16   # a quick look
@@ -7,7 +7,8 @@
 Same total cores in both layouts. Training: images/s of the second of two epochs
 (the first one warms up), SNN cnn (width --width, T=--time-steps), global batch
 --batch-size, natural objective. Evaluation: wall time of a small ensemble (APGD-CE,
-APGD-T, Square, PGD) on --n-eval images, the attacks split across the ranks. Each
+APGD-T, Square, PGD) on --n-eval images of a toy SNN trained here first
+(robustsnn.attacks.toy), the attacks split across the ranks. Each
 measurement is one fresh process group (``python -m torch.distributed.run``), so the
 ratios come from one run of this script. The sharded per-sample verdicts are checked
 against the single rank's. Nothing is downloaded (robustsnn.attacks.toy.toy_data).
@@ -70,7 +71,9 @@ def worker(a) -> None:
     else:
         from robustsnn.evaluate import evaluate
 
-        model = _model(a).eval()
+        from robustsnn import checkpoint
+
+        model = checkpoint.load(a.ckpt).eval()
         x, y = _data("test", a.n_eval).images.float() / 255, _data("test", a.n_eval).labels
         D.barrier()
         t = time.perf_counter()
@@ -142,7 +145,7 @@ def _launch(a, what: str, ranks: int, threads: int, tmp: Path) -> dict:
     result = tmp / f"{what}-{ranks}x{threads}.json"
     args = [__file__, "--worker", what, "--result", str(result), "--threads", str(threads), "--train-n", str(a.n),
             "--n-eval", str(a.n_eval), "--batch-size", str(a.batch_size), "--eval-batch-size", str(a.eval_batch_size),
-            "--width", str(a.width), "--time-steps", str(a.time_steps)]
+            "--width", str(a.width), "--time-steps", str(a.time_steps), "--ckpt", str(tmp / "eval-model")]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()), *args]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
@@ -167,6 +170,7 @@ def main() -> None:
     ap.add_argument("--estimate-steps", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="device of --estimate: cpu, cuda or auto")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--ckpt", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -176,17 +180,27 @@ def main() -> None:
     if a.estimate:
         print(json.dumps(estimate(a), indent=2))
         return
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        t1, t2 = _launch(a, "train", 1, 2, tmp), _launch(a, "train", 2, 1, tmp)
-        e1, e2 = _launch(a, "eval", 1, 2, tmp), _launch(a, "eval", 2, 1, tmp)
+        from robustsnn import checkpoint
+        from robustsnn.attacks.toy import trained_toy_model
+
+        checkpoint.save(tmp / "eval-model", trained_toy_model("snn", time_steps=a.time_steps))
+        layouts = [(1, 1), (1, 2), (2, 1)]  # (ranks, threads per rank)
+        train = {f"{r}x{t}": _launch(a, "train", r, t, tmp)["images_per_s"] for r, t in layouts}
+        evals = {f"{r}x{t}": _launch(a, "eval", r, t, tmp) for r, t in layouts}
+    secs = {k: v["seconds"] for k, v in evals.items()}
     r = {
-        "setting": f"cnn width {a.width} T={a.time_steps}; train n={a.n} batch {a.batch_size}; eval n={a.n_eval} "
-                   f"chunks of {a.eval_batch_size}; cpu count {os.cpu_count()}",
-        "train_images_per_s": {"1x2": t1["images_per_s"], "2x1": t2["images_per_s"],
-                               "ratio_2x1_over_1x2": t2["images_per_s"] / t1["images_per_s"]},
-        "eval_seconds": {"1x2": e1["seconds"], "2x1": e2["seconds"], "speedup_2x1": e1["seconds"] / e2["seconds"]},
-        "sharded_verdicts_identical": e1["breaker"] == e2["breaker"],
+        "setting": f"cnn width {a.width} T={a.time_steps}; train n={a.n} batch {a.batch_size}; eval: toy SNN "
+                   f"(width 0.25, T={a.time_steps}), n={a.n_eval} in chunks of {a.eval_batch_size}; "
+                   f"cpu count {os.cpu_count()}; load average at the start {load:.1f}",
+        "train_images_per_s": {**train, "ratio_2x1_over_1x2": train["2x1"] / train["1x2"],
+                               "ratio_2x1_over_1x1": train["2x1"] / train["1x1"]},
+        "eval_seconds": {**secs, "speedup_2x1_over_1x2": secs["1x2"] / secs["2x1"],
+                         "speedup_2x1_over_1x1": secs["1x1"] / secs["2x1"]},
+        "robust_acc": sum(b == -1 for b in evals["1x1"]["breaker"]) / a.n_eval,
+        "sharded_verdicts_identical_to_1x1": evals["2x1"]["breaker"] == evals["1x1"]["breaker"],
     }
     print(json.dumps(r, indent=2))
     if a.json:
