@@ -516,5 +516,6 @@ def evaluate(
         dataset=dataset or found_name,
         command=command,
         notes=notes,
-        environment={"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads()},
+        environment={"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
+                     "ranks": D.world_size() if sharded else 1},
     )

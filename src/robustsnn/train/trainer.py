@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
@@ -218,12 +219,14 @@ def fit(
     bar = _progress() if progress and main else None
     if bar:
         bar.start()
+    if main:
+        say = bar.console.print if bar else Console().print
         if world > 1:
-            bar.console.print(f"distributed: {world} ranks ({'nccl' if device.type == 'cuda' else 'gloo'}), global batch "
-                              f"{config.batch_size} = {world} x {per_rank} per rank" + (", synchronised batch norm" if config.sync_bn else ""))
+            say(f"distributed: {world} ranks ({'nccl' if device.type == 'cuda' else 'gloo'}), global batch "
+                f"{config.batch_size} = {world} x {per_rank} per rank" + (", synchronised batch norm" if config.sync_bn else ""))
         ranks_before = history[-1].get("ranks", 1) if history else world
         if ranks_before != world:
-            bar.console.print(f"resuming a run of {ranks_before} rank(s) on {world}: same global batch, data order and learning rate")
+            say(f"resuming a run of {ranks_before} rank(s) on {world}: same global batch, data order and learning rate")
     pin = device.type == "cuda"
     epoch = start_epoch
 
@@ -277,7 +280,7 @@ def fit(
                 "lr_end": opt.param_groups[0]["lr"],
             }
             if world > 1:
-                entry["ranks"] = world
+                entry["ranks"], entry["batch_per_rank"] = world, per_rank
             if test_data is not None:
                 entry["test_acc"] = accuracy(model, test_data)
                 entry["test_images"] = len(test_data)
