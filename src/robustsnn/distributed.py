@@ -270,19 +270,20 @@ class SyncBatchNorm(nn.BatchNorm2d):
             return nn.BatchNorm2d.forward(self, merged).reshape(x.shape)
         c = self.num_features
         dims = [0] + list(range(2, merged.dim()))
-        count = merged.new_full((1,), float(merged.numel() // c))
-        total = _SyncStats.apply(torch.cat([merged.sum(dims), (merged * merged).sum(dims), count]))
+        shape = [1, c] + [1] * (merged.dim() - 2)
+        # two passes, as one process computes them: the global mean, then the mean squared deviation
+        total = _SyncStats.apply(torch.cat([merged.sum(dims), merged.new_full((1,), float(merged.numel() // c))]))
         n = total[-1]
         mean = total[:c] / n
-        var = total[c:2 * c] / n - mean * mean
+        centred = merged - mean.reshape(shape)
+        var = _SyncStats.apply((centred * centred).sum(dims)) / n
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
                 self.num_batches_tracked += 1
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
                 self.running_mean.mul_(1 - m).add_(m * mean.detach())
                 self.running_var.mul_(1 - m).add_(m * var.detach() * n / (n - 1).clamp_min(1.0))
-        shape = [1, c] + [1] * (merged.dim() - 2)
-        out = (merged - mean.reshape(shape)) * torch.rsqrt(var.reshape(shape) + self.eps)
+        out = centred * torch.rsqrt(var.reshape(shape) + self.eps)
         if self.affine:
             out = out * self.weight.reshape(shape) + self.bias.reshape(shape)
         return out.reshape(x.shape)

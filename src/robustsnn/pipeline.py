@@ -189,7 +189,7 @@ class _State:
 def _train_cfg(c: PipelineConfig, *, epochs, lr, objective, params, weight_decay=5e-4, subset=None) -> TrainConfig:
     return TrainConfig(epochs=epochs, batch_size=c.batch_size, lr=lr, weight_decay=weight_decay, seed=c.seed,
                        train_subset=subset if subset is not None else c.train_subset, test_subset=1000,
-                       objective=objective, objective_params=params, device=c.device)
+                       objective=objective, objective_params=params, device=c.device, sync_bn=True)
 
 
 def _ann_objective(c: PipelineConfig) -> tuple[str, dict]:
