@@ -178,3 +178,24 @@ def test_cli_under_torchrun_trains_on_two_ranks_and_refuses_an_unsplittable_batc
     meta = checkpoint.read_meta(tmp_path / "good" / "model")
     assert meta["history"][-1]["ranks"] == 2 and meta["recipe"]["batch_size"] == 8
 
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists(),
+                    reason="needs Debian's dataset-fashion-mnist")
+def test_pipeline_on_two_ranks_gives_the_one_process_results(tmp_path):
+    from robustsnn.pipeline import PipelineConfig, run_pipeline
+
+    settings = dict(width=0.25, train_subset=192, snn_train_subset=128, ann_epochs=1, prune_finetune_epochs=1,
+                    hydra_epochs=1, snn_epochs=1, ann_attack_steps=1, time_steps=2, calib_batches=2, calib_time_steps=8,
+                    calib_batch_size=16, eval_preset="quick", eval_n=24, efficiency_n=16, sparsity=0.9, pruning="hydra")
+    config = tmp_path / "pipe.yaml"  # JSON is YAML
+    config.write_text(json.dumps(settings))
+    run = torchrun("-m", "robustsnn", "pipeline", "--config", config, "--out", tmp_path / "two", "--no-progress", timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    one = run_pipeline(PipelineConfig(**settings), tmp_path / "one", progress=False)
+    two = json.loads((tmp_path / "two" / "pipeline.json").read_text())
+    keys = ("test_acc", "test_acc_1000", "clean_acc", "robust_acc")
+    assert [{k: s.get(k) for k in keys} for s in two["stages"]] == [{k: s.get(k) for k in keys} for s in one["stages"]]
+    a, b = (json.loads((tmp_path / d / "eval-quick.json").read_text()) for d in ("one", "two"))
+    assert a["results"][0]["breaker"] == b["results"][0]["breaker"]
