@@ -284,7 +284,7 @@ def test_ann_percentile_thresholds_are_the_percentiles_of_the_anns_activations()
     snn = convert(ann, xs, recipe="rate", time_steps=4, n_calib_batches=3)
     for name, neuron in spiking_layers(snn):
         expected = max(percentile(_layer_out(ann, name, x), 99.9) for x in xs)
-        assert float(neuron.threshold) == pytest.approx(max(expected, 0.03))
+        assert float(neuron.threshold.detach()) == pytest.approx(max(expected, 0.03))
     assert all(m.config.spike_amplitude == "threshold" for _, m in spiking_layers(snn))
 
 
