@@ -191,7 +191,7 @@ class _MultiStepSpike(torch.autograd.Function):
     @staticmethod
     def forward(ctx, current, threshold, gain, lam, soft, surrogate, detach_reset, init=0.0):
         spikes, membrane, kin = _run_forward(current, threshold, gain, lam, soft, True, init)
-        width = layer_width(surrogate, membrane - threshold)
+        width = layer_width(surrogate, membrane - threshold) if surrogate.name == "pdsg" else surrogate.width
         need_current = gain is not None and ctx.needs_input_grad[2]
         if need_current and kin is not None:
             current = kin[0]  # the kernel reads the (possibly broadcast) base
@@ -353,7 +353,13 @@ class SpikingNeuron(nn.Module):
         return self.gain
 
     def forward(self, current: torch.Tensor) -> torch.Tensor:
-        """Spikes [T, B, ...] for input current [T, B, ...] (ReLU of the current in ``ann`` mode)."""
+        """Spikes [T, B, ...] for input current [T, B, ...] (ReLU of the current in ``ann`` mode).
+
+        A half-precision current (bf16/fp16 autocast) is integrated in float32 and the spikes
+        (exactly 0/1) are returned in the current's dtype.
+        """
+        if current.dtype in (torch.bfloat16, torch.float16):
+            return self.forward(current.float()).to(current.dtype)
         cfg, gm = self.config, self.grad_mode
         gain = self._gain_for(current.shape[0])
         if gm.mode == "ann":

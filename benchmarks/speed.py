@@ -1,0 +1,328 @@
+"""Speed of the neuron, of training and of one attack member, side by side, as ratios from one run.
+
+    python benchmarks/speed.py [--threads 1 2] [--repeats 5] [--quick]
+
+Everything is measured in one process with interleaved repeats (round r runs every
+variant once, at every thread count) and the minimum over rounds is reported, so a
+shared, loaded CPU slows all variants alike.
+
+1. Neuron forward+backward, LIF [T=8, B=32, C=64, 16, 16] float32, hard reset,
+   lambda = 0.99, theta = 1, triangle surrogate: ours (compiled kernel), ours (torch
+   path, ``ROBUSTSNN_KERNEL=torch``), a plain Python loop of T autograd steps with a
+   custom surrogate, SpikingJelly 2.0 ``LIFNode`` (multi-step, torch backend; tau form
+   with tau = 1/(1 - lambda) and input tau * I, i.e. the same dynamics) and snnTorch
+   ``Leaky`` (beta = lambda, reset "zero") when installed. Also the bytes autograd keeps
+   for the backward pass and the fraction of spikes equal to ours.
+2. Training images/s of the default model (cnn, LIF, T = 4, batch 64, 28x28): natural and
+   RFGSM-AT (the demo's rfgsm-stable, eps 0.1, MPPD rho = 1), "today's path" (torch
+   neuron loop, no compute-once encoder) against ours; and bf16 autocast.
+3. One PGD-20 member (eps 0.1, batch 64, eval mode) images/s, same variants.
+4. The compute bound: FLOPs of one natural training step (torch.utils.flop_counter)
+   over a measured float32 sgemm rate.
+5. bf16 agreement with fp32: clean predictions and PGD-20 verdicts of one model on 256
+   images (random weights and inputs unless --checkpoint/--data give real ones).
+
+Runs on the code on PYTHONPATH, so ``PYTHONPATH=/path/to/old/src python benchmarks/speed.py``
+measures an older version (variants it lacks are skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_neurons import reference  # noqa: E402  (the tests' plain loop with its own surrogate)
+
+import robustsnn  # noqa: E402
+from robustsnn.attacks.pgd import PGD  # noqa: E402
+from robustsnn.models import build  # noqa: E402
+from robustsnn.neurons import multistep_spike  # noqa: E402
+from robustsnn.surrogates import Surrogate  # noqa: E402
+from robustsnn.train.objectives import make_objective  # noqa: E402
+
+try:
+    from robustsnn import kernels
+except ImportError:  # an older version without the compiled kernel
+    kernels = None
+try:
+    from robustsnn.layers import time_broadcast
+except ImportError:
+    time_broadcast = None
+try:
+    from robustsnn.precision import autocast
+except ImportError:
+    autocast = None
+
+SHAPE = (8, 32, 64, 16, 16)
+LAM = 0.99
+
+
+# ------------------------------------------------------------------ variants
+@contextlib.contextmanager
+def path(kernel: str | None, share: bool | None):
+    """Neuron backend (cpp / torch) and compute-once encoder on/off, where this version has them."""
+    stack = contextlib.ExitStack()
+    if kernels is not None and kernel is not None:
+        saved = kernels.backend()
+        kernels.set_backend(kernel)
+        stack.callback(kernels.set_backend, saved)
+    if time_broadcast is not None and share is not None:
+        stack.enter_context(time_broadcast(share))
+    with stack:
+        yield
+
+
+def neuron_variants(x: torch.Tensor) -> dict:
+    """name -> (leaf input, fn() -> spikes)."""
+    theta = torch.tensor(1.0)
+    out = {}
+    if kernels is not None and kernels.get() is not None:
+        def ours():
+            with path("cpp", None):
+                return multistep_spike(x, theta, LAM, None, "hard", Surrogate("triangle"))
+        out["ours (kernel)"] = (x, ours)
+
+    def ours_torch():
+        with path("torch", None):
+            return multistep_spike(x, theta, LAM, None, "hard", Surrogate("triangle"))
+    out["ours (torch path)" if kernels is not None else "ours (fused op)"] = (x, ours_torch)
+    out["plain loop"] = (x, lambda: reference(x, theta, LAM, None, "hard", "triangle", 1.0, 1.0))
+    try:
+        from spikingjelly.activation_based import neuron, surrogate
+
+        tau = 1.0 / (1.0 - LAM)
+        xs = (x.detach() * tau).requires_grad_(True)
+        node = neuron.LIFNode(tau=tau, decay_input=True, v_threshold=1.0, v_reset=0.0, step_mode="m",
+                              surrogate_function=surrogate.PiecewiseQuadratic(alpha=1.0), backend="torch")
+
+        def sj():
+            node.reset()
+            return node(xs)
+        out["SpikingJelly LIFNode"] = (xs, sj)
+    except Exception:  # noqa: BLE001 - not installed or incompatible
+        pass
+    try:
+        import snntorch as snn
+        from snntorch import surrogate as ssur
+
+        leaky = snn.Leaky(beta=LAM, threshold=1.0, reset_mechanism="zero", spike_grad=ssur.triangular())
+        xn = x.detach().clone().requires_grad_(True)
+
+        def snt():
+            mem = leaky.init_leaky()
+            spk = []
+            for t in range(xn.shape[0]):
+                s, mem = leaky(xn[t], mem)
+                spk.append(s)
+            return torch.stack(spk)
+        out["snnTorch Leaky"] = (xn, snt)
+    except Exception:  # noqa: BLE001
+        pass
+    return out
+
+
+def saved_mib(fn) -> float:
+    """MiB of tensors autograd keeps for the backward pass of ``fn()``."""
+    total, seen = 0, set()
+
+    def pack(t):
+        nonlocal total
+        key = (t.untyped_storage().data_ptr(), t.dtype, tuple(t.shape))
+        if key not in seen:
+            seen.add(key)
+            total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    del out
+    return total / 2**20
+
+
+def train_step_fn(model, objective, opt, x, y, precision="fp32"):
+    def step():
+        with (autocast(precision) if autocast is not None else contextlib.nullcontext()):
+            loss, _ = objective(model, x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def default_model():
+    torch.manual_seed(0)
+    return build("cnn", "snn", neuron="lif", time_steps=4)
+
+
+# ------------------------------------------------------------------ measurement
+def timed(fn, n: int = 1) -> float:
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t0) / n
+
+
+def sgemm_gflops(n: int = 1024, reps: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    return 2 * n**3 / min(timed(lambda: a @ b) for _ in range(reps)) / 1e9
+
+
+def step_flops(model, x, y) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    obj = make_objective("natural")
+    with FlopCounterMode(display=False) as fc:
+        loss, _ = obj(model, x, y)
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return float(fc.get_total_flops())
+
+
+def agreement(precision_ctx, model, x, y) -> tuple[float, float]:
+    """(clean-prediction agreement, PGD-20 verdict agreement) of bf16 against fp32."""
+    model.eval()
+    with torch.no_grad():
+        p32 = model(x).argmax(1)
+        with precision_ctx():
+            p16 = model(x).argmax(1)
+    atk = PGD(model, 0.1, steps=20)
+    v32 = model(atk(x, y)).argmax(1) == y
+    with precision_ctx():
+        xa = atk(x, y)
+    with torch.no_grad():
+        v16 = model(xa).argmax(1) == y
+    return float((p32 == p16).float().mean()), float((v32 == v16).float().mean())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds (minimum taken)")
+    ap.add_argument("--quick", action="store_true", help="fewer rounds for the slow parts")
+    ap.add_argument("--checkpoint", default=None, help="model for the bf16 agreement (default: random cnn)")
+    ap.add_argument("--data", default=None, help="data set name for the agreement (default: random images)")
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")
+    torch.manual_seed(0)
+
+    # -- 1. neuron
+    x = (torch.rand(SHAPE) * 1.5).requires_grad_(True)
+    up = torch.randn(SHAPE)
+    variants = neuron_variants(x)
+    ref_spikes = None
+    agree, mem = {}, {}
+    for name, (leaf, fn) in variants.items():
+        s = fn().detach()
+        ref_spikes = s if ref_spikes is None else ref_spikes
+        agree[name] = float((s == ref_spikes).float().mean())
+        mem[name] = saved_mib(fn)
+    neuron_t = {(k, n): float("inf") for k in variants for n in args.threads}
+    for _ in range(max(args.repeats, 3) * 2):
+        for n in args.threads:
+            torch.set_num_threads(n)
+            for name, (leaf, fn) in variants.items():
+                leaf.grad = None
+                t = timed(lambda: (fn() * up).sum().backward())
+                neuron_t[name, n] = min(neuron_t[name, n], t)
+
+    # -- 2./3. training and attack
+    model = default_model()
+    B = 64
+    g = torch.Generator().manual_seed(1)
+    xb = torch.rand(B, 1, 28, 28, generator=g)
+    yb = torch.randint(0, 10, (B,), generator=g)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)  # tiny lr: weights barely move
+    natural = make_objective("natural")
+    rfgsm = make_objective("rfgsm-stable", eps=0.1, clean_weight=0.5, mppd=1.0)
+    pgd = PGD(model, 0.1, steps=20)
+    today = ("torch", False)
+    ours = ("cpp", True)
+    work = {"train natural": (natural, 2), "train RFGSM-AT": (rfgsm, 1), "PGD-20 member": (None, 1)}
+    cases = [("today's path", today, "fp32"), ("ours", ours, "fp32")]
+    if autocast is not None:
+        cases.append(("ours bf16", ours, "bf16"))
+    if kernels is None:
+        cases = [("this version", (None, None), "fp32")]
+    rt = {}
+    rounds = 2 if args.quick else max(2, args.repeats // 2)
+    for _ in range(rounds):
+        for n in args.threads:
+            torch.set_num_threads(n)
+            for wname, (obj, steps) in work.items():
+                for cname, (kern, share), prec in cases:
+                    if obj is None:
+                        fn = lambda: pgd(xb, yb)  # noqa: E731
+                        ctx = autocast(prec) if prec != "fp32" else contextlib.nullcontext()
+                    else:
+                        fn = train_step_fn(model, obj, opt, xb, yb, prec)
+                        ctx = contextlib.nullcontext()
+                    with path(kern, share), ctx:
+                        fn()  # warm-up of this variant
+                        t = timed(fn, steps)
+                    key = (wname, cname, n)
+                    rt[key] = min(rt.get(key, float("inf")), t)
+
+    # -- 4. compute bound
+    flops = step_flops(default_model(), xb, yb) / B
+    gf = {}
+    for n in args.threads:
+        torch.set_num_threads(n)
+        gf[n] = sgemm_gflops()
+
+    # -- print
+    print(f"robustsnn {getattr(robustsnn, '__version__', '?')} from {Path(robustsnn.__file__).parent}, "
+          f"torch {torch.__version__}, threads {args.threads}, rounds neuron {max(args.repeats, 3) * 2} / "
+          f"training {rounds} (minimum of interleaved repeats)")
+    print(f"\n1. neuron forward+backward, LIF {list(SHAPE)} float32, hard reset, lambda={LAM}, triangle surrogate")
+    head = "".join(f"  {n} thr ms" for n in args.threads)
+    print(f"{'implementation':24s}{head}  saved-for-backward  spikes = ours")
+    plain = {n: neuron_t["plain loop", n] for n in args.threads}
+    for name in variants:
+        cols = "".join(f"  {neuron_t[name, n] * 1e3:9.2f}" for n in args.threads)
+        print(f"{name:24s}{cols}  {mem[name]:8.1f} MiB        {agree[name]:.4%}")
+    first = next(iter(variants))
+    for other in variants:
+        if other == first:
+            continue
+        r = "  ".join(f"{n} thr x{neuron_t[other, n] / neuron_t[first, n]:.2f}" for n in args.threads)
+        print(f"  {first} vs {other}: {r}")
+    print(f"\n2./3. default model (cnn, LIF, T=4, batch {B}): images/s")
+    for wname in work:
+        for n in args.threads:
+            row = {c: B / rt[wname, c, n] for c, _, _ in cases}
+            txt = "  ".join(f"{c} {v:7.1f}" for c, v in row.items())
+            if "today's path" in row:
+                txt += "   ours/today x{:.2f}".format(row["ours"] / row["today's path"])
+                if "ours bf16" in row:
+                    txt += "  bf16/today x{:.2f}".format(row["ours bf16"] / row["today's path"])
+            print(f"  {wname:15s} {n} thr: {txt}")
+    print(f"\n4. compute bound: {flops / 1e9:.3f} GFLOP per image per natural training step (flop_counter)")
+    for n in args.threads:
+        bound = gf[n] * 1e9 / flops
+        best = max(B / rt["train natural", c, n] for c, _, _ in cases if c != "ours bf16")
+        print(f"  {n} thr: sgemm {gf[n]:6.1f} GFLOP/s -> bound {bound:6.1f} images/s; "
+              f"best fp32 natural {best:6.1f} images/s = bound / {bound / best:.2f}")
+    if autocast is not None:
+        torch.set_num_threads(max(args.threads))
+        m, xa, ya = model, xb, yb
+        if args.checkpoint:
+            m = robustsnn.load(args.checkpoint)
+        if args.data:
+            from robustsnn.evaluate import _as_tensors
+
+            xa, ya, _ = _as_tensors(args.data, 256)
+        c, v = agreement(lambda: autocast("bf16"), m, xa, ya)
+        print(f"\n5. bf16 vs fp32 on {len(ya)} images: clean predictions agree {c:.1%}, PGD-20 verdicts agree {v:.1%}")
+
+
+if __name__ == "__main__":
+    main()
