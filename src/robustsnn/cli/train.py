@@ -14,6 +14,7 @@ from rich.console import Console
 from ..data import dataset_info, load_dataset
 from ..errors import UsageError
 from ..models import build
+from ..precision import check_precision
 from ..train import TrainConfig, accuracy, fit, make_objective
 from .config_file import merge_options, read_config
 
@@ -59,6 +60,7 @@ TRAIN_DEFAULTS: dict = {
     "objective_params": {},
     "parseval": 0.0,
     "device": "cpu",
+    "precision": "fp32",
     "eval_preset": None,
     "eval_eps": "0.1",
     "eval_n": 1000,
@@ -88,6 +90,7 @@ def objective_params(o: dict) -> dict:
 def _check_ranges(o: dict) -> None:
     if int(o["time_steps"]) < 1:
         raise UsageError(f"time_steps must be >= 1, got {o['time_steps']}")
+    check_precision(o.get("precision") or "fp32")
 
 
 def train_from_options(o: dict, *, resume: bool = False, progress: bool = True, command: str | None = None, console: Console | None = None) -> dict:
@@ -135,6 +138,7 @@ def train_from_options(o: dict, *, resume: bool = False, progress: bool = True, 
         objective_params=objective_params(o),
         parseval=float(o["parseval"] or 0.0),
         device=o["device"],
+        precision=o["precision"],
     )
     make_objective(config.objective, **config.objective_params)  # fail fast on a bad option
     out = Path(o["out"])
@@ -175,7 +179,7 @@ def _evaluate_after_training(model, test_set, o: dict, out: Path, command: str |
         console.print(f"evaluating: {name}, eps {', '.join(f'{e:g}' for e in eps)}, first {o['eval_n']} test images")
         kwargs = dict(eps=eps, n=int(o["eval_n"]), seed=int(o["seed"]), command=command,
                       dataset=test_set.info.name, warn=False, diagnostics=i == len(names) - 1,
-                      cache_dir=out / CACHE_DIRNAME)
+                      cache_dir=out / CACHE_DIRNAME, precision=o["precision"])
         if name == "fgsm":
             res = evaluate(model.eval(), test_set, members=[Member("fgsm")], **kwargs)
         else:
@@ -231,6 +235,7 @@ def register(app: typer.Typer) -> None:
         mppd_layers: Optional[str] = typer.Option(None, help="MPPD layers: last (default), all, or indices '0,2'."),
         parseval: Optional[float] = typer.Option(None, help="Parseval retraction beta after each step (0 = off; forces weight decay 0)."),
         device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N or auto."),
+        precision: Optional[str] = typer.Option(None, help="fp32 (default) or bf16 (autocast; neurons stay fp32)."),
         eval_preset: Optional[str] = typer.Option(None, help="After training, evaluate with these presets, comma-separated (fgsm, quick, standard, ...)."),
         eval_eps: Optional[str] = typer.Option(None, help="Budgets of that evaluation, e.g. 0.1 or 0.05,0.1."),
         eval_n: Optional[int] = typer.Option(None, help="Test images of that evaluation (first N)."),

@@ -27,6 +27,7 @@ from .. import checkpoint
 from ..data import ArrayDataset, batches, num_batches
 from ..errors import CheckpointError, UsageError
 from ..io import atomic_write_json
+from ..precision import autocast, check_precision
 from ..sparsity import apply_masks
 from .objectives import Objective, make_objective
 from .parseval import ParsevalStep
@@ -56,6 +57,8 @@ class TrainConfig:
         parseval: Parseval retraction strength beta after every step (0 = off; weight decay
             is forced to 0 when it is on, as in the seeds).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
+        precision: ``"fp32"`` (default) or ``"bf16"`` (autocast of the forward passes,
+            :mod:`robustsnn.precision`).
     """
 
     epochs: int = 1
@@ -72,8 +75,10 @@ class TrainConfig:
     objective_params: dict = field(default_factory=dict)
     parseval: float = 0.0
     device: str = "cpu"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        self.precision = check_precision(self.precision)
         if self.device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         if self.parseval < 0:
@@ -194,7 +199,8 @@ def fit(
                 x, y = x.to(config.device, non_blocking=True), y.to(config.device, non_blocking=True)
                 for group in opt.param_groups:
                     group["lr"] = cosine_lr(config.lr, step, total_steps)
-                loss, logits = objective(model, x, y)
+                with autocast(config.precision, config.device):
+                    loss, logits = objective(model, x, y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -216,7 +222,8 @@ def fit(
                 "lr_end": opt.param_groups[0]["lr"],
             }
             if test_data is not None:
-                entry["test_acc"] = accuracy(model, test_data)
+                with autocast(config.precision, config.device):
+                    entry["test_acc"] = accuracy(model, test_data)
                 entry["test_images"] = len(test_data)
             history.append(entry)
             _save_epoch(ckpt_dir, model, opt, config, epoch + 1, history, meta or {})
