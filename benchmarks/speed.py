@@ -101,7 +101,7 @@ def neuron_variants(x: torch.Tensor) -> dict:
         tau = 1.0 / (1.0 - LAM)
         xs = (x.detach() * tau).requires_grad_(True)
         node = neuron.LIFNode(tau=tau, decay_input=True, v_threshold=1.0, v_reset=0.0, step_mode="m",
-                              surrogate_function=surrogate.PiecewiseQuadratic(alpha=1.0), backend="torch")
+                              surrogate_function=surrogate.PiecewiseQuadratic(alpha=1.0))  # torch backend (2.0: the only one)
 
         def sj():
             node.reset()

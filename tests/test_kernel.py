@@ -185,3 +185,30 @@ def test_build_failure_warns_once_and_falls_back(monkeypatch):
 def test_unknown_backend_is_a_clear_error():
     with pytest.raises(ValueError, match="choose one of"):
         kernels.set_backend("cuda-magic")
+
+
+@needs_kernel
+@settings_
+@given(
+    lead=st.lists(st.integers(1, 5), min_size=1, max_size=2),
+    h=st.integers(2, 13),
+    w=st.integers(2, 13),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_pool_kernel_is_avg_pool2d_bit_for_bit(lead, h, w, dtype, seed):
+    """2x2 / stride-2 average pooling (odd sizes floor, as torch): values and gradients identical."""
+    from robustsnn.layers import AvgPool2d
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*lead, h, w, generator=g, dtype=dtype)
+    if len(lead) == 1:
+        x = x.unsqueeze(0)  # [1, C, H, W]
+    x.requires_grad_(True)
+    pool = AvgPool2d(2)
+    with backend("cpp"):
+        ours = pool(x)
+        (g_ours,) = torch.autograd.grad(ours, x, torch.ones_like(ours) * 0.3 + ours.detach())
+    ref = torch.nn.functional.avg_pool2d(x, 2)
+    (g_ref,) = torch.autograd.grad(ref, x, torch.ones_like(ref) * 0.3 + ref.detach())
+    assert torch.equal(ours, ref) and torch.equal(g_ours, g_ref)

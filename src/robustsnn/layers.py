@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernels
+
 __all__ = [
     "Conv2d",
     "Linear",
@@ -83,22 +85,19 @@ def _batchnorm_repeated(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) ->
     statistics are updated, n counts all T*B*H*W values, as torch's update on the copies does.
     """
     T, x0 = x.shape[0], x[0]
-    if not (bn.training and bn.track_running_stats and bn.running_mean is not None):
+    n0 = x0.numel() // x0.shape[1]
+    if not (bn.training and bn.track_running_stats and bn.running_var is not None):
         return _broadcast(nn.modules.batchnorm._BatchNorm.forward(bn, x0), T)
-    y0 = F.batch_norm(x0, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
+    if n0 < 2:  # torch's unbiased update over B*H*W = 1 value is undefined: run on the copies
+        return nn.modules.batchnorm._BatchNorm.forward(bn, x.flatten(0, 1)).unflatten(0, x.shape[:2])
+    old_var = bn.running_var.clone()
+    y0 = nn.modules.batchnorm._BatchNorm.forward(bn, x0)  # updates with the factor n0/(n0-1)
     with torch.no_grad():
-        dims = [0] + list(range(2, x0.dim()))
-        n = T * x0.numel() // x0.shape[1]
-        mean = x0.mean(dims)
-        var = x0.var(dims, correction=0) * (n / max(n - 1, 1))
-        factor = bn.momentum
-        if bn.num_batches_tracked is not None:
-            bn.num_batches_tracked.add_(1)
-            if bn.momentum is None:
-                factor = 1.0 / float(bn.num_batches_tracked)
-        factor = 0.0 if factor is None else factor
-        bn.running_mean.mul_(1 - factor).add_(mean.to(bn.running_mean.dtype), alpha=factor)
-        bn.running_var.mul_(1 - factor).add_(var.to(bn.running_var.dtype), alpha=factor)
+        factor = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+        n = T * n0
+        # running_var = (1-f) old + f * var_b * n0/(n0-1): rescale the new term to n/(n-1)
+        kept = old_var * (1 - factor)  # (.data: batch_norm's autograd node holds running_var)
+        bn.running_var.data.copy_(kept + (bn.running_var - kept) * ((n / (n - 1)) / (n0 / (n0 - 1))))
     return _broadcast(y0, T)
 
 
@@ -127,11 +126,36 @@ class BatchNorm1d(nn.BatchNorm1d):
         return _merged(super().forward, x, 2)
 
 
+class _AvgPool2(torch.autograd.Function):
+    """2x2 / stride-2 average pooling in the compiled kernel (avg_pool2d's values bit for bit)."""
+
+    @staticmethod
+    def forward(ctx, x, mod):
+        ctx.hw, ctx.mod = tuple(x.shape[-2:]), mod
+        return mod.pool2_forward(x.contiguous())
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ctx.mod.pool2_backward(grad.contiguous(), *ctx.hw), None
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
 class AvgPool2d(nn.AvgPool2d):
-    """nn.AvgPool2d on [B, C, H, W] or [T, B, C, H, W]."""
+    """nn.AvgPool2d on [B, C, H, W] or [T, B, C, H, W] (2x2 / stride 2 in the compiled kernel on the CPU)."""
+
+    def _pool(self, x):
+        plain = (_pair(self.kernel_size) == (2, 2) and _pair(self.stride) == (2, 2) and _pair(self.padding) == (0, 0)
+                 and not self.ceil_mode and self.divisor_override is None)
+        mod = kernels.get() if plain and kernels.supports(x) else None
+        if mod is None:
+            return super().forward(x)
+        return _AvgPool2.apply(x, mod)
 
     def forward(self, x):
-        return _merged(super().forward, x, 4)
+        return _merged(self._pool, x, 4)
 
 
 class MaxPool2d(nn.MaxPool2d):

@@ -310,7 +310,69 @@ std::vector<torch::Tensor> lif_backward(torch::Tensor grad_spikes, torch::Tensor
   return {gi, th_part.sum().to(opts.dtype()), grad_gain, gv_part.sum().to(opts.dtype())};
 }
 
+// 2x2 average pooling, stride 2, no padding (floor), on contiguous [..., H, W]: the sum runs
+// in torch's order ((x00 + x01) + x10) + x11, then / 4, so values are avg_pool2d's bit for bit.
+torch::Tensor pool2_forward(torch::Tensor x) {
+  check(x, "x");
+  TORCH_CHECK(x.dim() >= 2, "pool2 needs [..., H, W]");
+  const int64_t H = x.size(-2), W = x.size(-1), h = H / 2, w = W / 2;
+  const int64_t P = x.numel() / std::max<int64_t>(H * W, 1);
+  auto sizes = x.sizes().vec();
+  sizes[sizes.size() - 2] = h;
+  sizes[sizes.size() - 1] = w;
+  auto out = torch::empty(sizes, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pool2_forward", [&] {
+    const scalar_t* in = x.data_ptr<scalar_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, P * h, 64, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t p = r / h, i = r % h;
+        const scalar_t* a = in + p * H * W + 2 * i * W;
+        const scalar_t* b = a + W;
+        scalar_t* dst = o + p * h * w + i * w;
+        for (int64_t j = 0; j < w; ++j)
+          dst[j] = (((a[2 * j] + a[2 * j + 1]) + b[2 * j]) + b[2 * j + 1]) / scalar_t(4);
+      }
+    });
+  });
+  return out;
+}
+
+torch::Tensor pool2_backward(torch::Tensor g, int64_t H, int64_t W) {
+  check(g, "grad");
+  const int64_t h = g.size(-2), w = g.size(-1);
+  const int64_t P = g.numel() / std::max<int64_t>(h * w, 1);
+  auto sizes = g.sizes().vec();
+  sizes[sizes.size() - 2] = H;
+  sizes[sizes.size() - 1] = W;
+  auto out = torch::empty(sizes, g.options());
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "pool2_backward", [&] {
+    const scalar_t* gi = g.data_ptr<scalar_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, P * H, 64, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t p = r / H, y = r % H, i = y / 2;
+        scalar_t* dst = o + p * H * W + y * W;
+        if (i >= h) {  // odd H: the last row is not pooled
+          for (int64_t x = 0; x < W; ++x) dst[x] = scalar_t(0);
+          continue;
+        }
+        const scalar_t* src = gi + p * h * w + i * w;
+        for (int64_t j = 0; j < w; ++j) {
+          const scalar_t v = src[j] / scalar_t(4);
+          dst[2 * j] = v;
+          dst[2 * j + 1] = v;
+        }
+        for (int64_t x = 2 * w; x < W; ++x) dst[x] = scalar_t(0);
+      }
+    });
+  });
+  return out;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &lif_forward, "fused multi-step LIF forward");
   m.def("backward", &lif_backward, "fused multi-step LIF surrogate backward");
+  m.def("pool2_forward", &pool2_forward, "2x2 average pooling, stride 2");
+  m.def("pool2_backward", &pool2_backward, "backward of pool2_forward");
 }
