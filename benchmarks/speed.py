@@ -36,9 +36,10 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from neuron_speed import saved_bytes  # noqa: E402
 from test_neurons import reference  # noqa: E402  (the tests' plain loop with its own surrogate)
 
 import robustsnn  # noqa: E402
@@ -131,20 +132,7 @@ def neuron_variants(x: torch.Tensor) -> dict:
 
 def saved_mib(fn) -> float:
     """MiB of tensors autograd keeps for the backward pass of ``fn()``."""
-    total, seen = 0, set()
-
-    def pack(t):
-        nonlocal total
-        key = (t.untyped_storage().data_ptr(), t.dtype, tuple(t.shape))
-        if key not in seen:
-            seen.add(key)
-            total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    del out
-    return total / 2**20
+    return saved_bytes(fn) / 2**20
 
 
 def train_step_fn(model, objective, opt, x, y, precision="fp32"):

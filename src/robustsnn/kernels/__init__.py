@@ -86,12 +86,15 @@ def _compile():
     if bindir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     flags = ["-O3", "-fopenmp", "-march=native", "-ffp-contract=off"]
+    build = _build_dir()
+    if not any(build.glob("robustsnn_lif*.so")):
+        print("robustsnn: compiling the neuron kernel once for this machine (about a minute)...", file=sys.stderr)
     return load(
         name="robustsnn_lif",
         sources=[str(_SOURCE)],
         extra_cflags=flags,
         extra_ldflags=["-fopenmp"],
-        build_directory=str(_build_dir()),
+        build_directory=str(build),
         verbose=False,
     )
 
