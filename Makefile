@@ -35,3 +35,4 @@ test-slow: setup
 
 bench: setup
 	$(PY) benchmarks/neuron_speed.py
+	$(PY) benchmarks/speed.py

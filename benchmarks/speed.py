@@ -16,7 +16,7 @@ shared, loaded CPU slows all variants alike.
 2. Training images/s of the default model (cnn, LIF, T = 4, batch 64, 28x28): natural and
    RFGSM-AT (the demo's rfgsm-stable, eps 0.1, MPPD rho = 1), "today's path" (torch
    neuron loop, no compute-once encoder) against ours; and bf16 autocast.
-3. One PGD-20 member (eps 0.1, batch 64, eval mode) images/s, same variants.
+3. One PGD-20 member (eps 0.1, batch 16, eval mode) images/s, same variants.
 4. The compute bound: FLOPs of one natural training step (torch.utils.flop_counter)
    over a measured float32 sgemm rate.
 5. bf16 agreement with fp32: clean predictions and PGD-20 verdicts of one model on 256
@@ -151,11 +151,15 @@ def default_model():
 
 
 # ------------------------------------------------------------------ measurement
+CLOCK = {"fn": time.perf_counter}
+
+
 def timed(fn, n: int = 1) -> float:
-    t0 = time.perf_counter()
+    clock = CLOCK["fn"]
+    t0 = clock()
     for _ in range(n):
         fn()
-    return (time.perf_counter() - t0) / n
+    return (clock() - t0) / n
 
 
 def sgemm_gflops(n: int = 1024, reps: int = 5) -> float:
@@ -175,30 +179,37 @@ def step_flops(model, x, y) -> float:
     return float(fc.get_total_flops())
 
 
-def agreement(precision_ctx, model, x, y) -> tuple[float, float]:
-    """(clean-prediction agreement, PGD-20 verdict agreement) of bf16 against fp32."""
+def agreement(precision_ctx, model, x, y) -> dict:
+    """Clean and PGD-20 (eps 0.1) verdicts of an fp32 and a bf16 evaluation of the same model."""
     model.eval()
-    with torch.no_grad():
-        p32 = model(x).argmax(1)
-        with precision_ctx():
-            p16 = model(x).argmax(1)
-    atk = PGD(model, 0.1, steps=20)
-    v32 = model(atk(x, y)).argmax(1) == y
-    with precision_ctx():
-        xa = atk(x, y)
-    with torch.no_grad():
-        v16 = model(xa).argmax(1) == y
-    return float((p32 == p16).float().mean()), float((v32 == v16).float().mean())
+    out = {}
+    for name, ctx in (("fp32", contextlib.nullcontext), ("bf16", precision_ctx)):
+        with ctx():
+            with torch.no_grad():
+                clean = model(x).argmax(1) == y
+            xa = PGD(model, 0.1, steps=20)(x, y)
+            with torch.no_grad():
+                robust = model(xa).argmax(1) == y
+        out[name] = (clean, robust)
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds (minimum taken)")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds (minimum taken)")
     ap.add_argument("--quick", action="store_true", help="fewer rounds for the slow parts")
-    ap.add_argument("--checkpoint", default=None, help="model for the bf16 agreement (default: random cnn)")
-    ap.add_argument("--data", default=None, help="data set name for the agreement (default: random images)")
+    demo = Path(__file__).resolve().parents[1] / "results" / "demo" / "model"
+    ap.add_argument("--checkpoint", default=str(demo) if demo.exists() else None,
+                    help="model for the bf16 agreement (default: results/demo/model, else a random cnn)")
+    ap.add_argument("--data", default="fashion-mnist",
+                    help="test set of the agreement (default fashion-mnist; random images if it cannot load)")
+    ap.add_argument("--agree-n", type=int, default=128, help="images of the bf16 agreement")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall time, or process CPU time (load-insensitive; meaningful with --threads 1 only)")
     args = ap.parse_args()
+    if args.clock == "cpu":
+        CLOCK["fn"] = time.process_time
     warnings.simplefilter("ignore")
     torch.manual_seed(0)
 
@@ -214,7 +225,8 @@ def main() -> None:
         agree[name] = float((s == ref_spikes).float().mean())
         mem[name] = saved_mib(fn)
     neuron_t = {(k, n): float("inf") for k in variants for n in args.threads}
-    for _ in range(max(args.repeats, 3) * 2):
+    neuron_rounds = 4 if args.quick else 3 * args.repeats
+    for _ in range(neuron_rounds):
         for n in args.threads:
             torch.set_num_threads(n)
             for name, (leaf, fn) in variants.items():
@@ -232,6 +244,7 @@ def main() -> None:
     natural = make_objective("natural")
     rfgsm = make_objective("rfgsm-stable", eps=0.1, clean_weight=0.5, mppd=1.0)
     pgd = PGD(model, 0.1, steps=20)
+    PB = 16  # PGD batch
     today = ("torch", False)
     ours = ("cpp", True)
     work = {"train natural": (natural, 2), "train RFGSM-AT": (rfgsm, 1), "PGD-20 member": (None, 1)}
@@ -241,20 +254,21 @@ def main() -> None:
     if kernels is None:
         cases = [("this version", (None, None), "fp32")]
     rt = {}
-    rounds = 2 if args.quick else max(2, args.repeats // 2)
-    for _ in range(rounds):
+    rounds = 2 if args.quick else max(2, args.repeats)
+    for r in range(rounds):
         for n in args.threads:
             torch.set_num_threads(n)
             for wname, (obj, steps) in work.items():
                 for cname, (kern, share), prec in cases:
                     if obj is None:
-                        fn = lambda: pgd(xb, yb)  # noqa: E731
+                        fn = lambda: pgd(xb[:PB], yb[:PB])  # noqa: E731
                         ctx = autocast(prec) if prec != "fp32" else contextlib.nullcontext()
                     else:
                         fn = train_step_fn(model, obj, opt, xb, yb, prec)
                         ctx = contextlib.nullcontext()
                     with path(kern, share), ctx:
-                        fn()  # warm-up of this variant
+                        if r == 0:
+                            fn()  # warm-up of this variant
                         t = timed(fn, steps)
                     key = (wname, cname, n)
                     rt[key] = min(rt.get(key, float("inf")), t)
@@ -268,8 +282,8 @@ def main() -> None:
 
     # -- print
     print(f"robustsnn {getattr(robustsnn, '__version__', '?')} from {Path(robustsnn.__file__).parent}, "
-          f"torch {torch.__version__}, threads {args.threads}, rounds neuron {max(args.repeats, 3) * 2} / "
-          f"training {rounds} (minimum of interleaved repeats)")
+          f"torch {torch.__version__}, threads {args.threads}, rounds neuron {neuron_rounds} / "
+          f"training {rounds} (minimum of interleaved repeats), {args.clock} clock")
     print(f"\n1. neuron forward+backward, LIF {list(SHAPE)} float32, hard reset, lambda={LAM}, triangle surrogate")
     head = "".join(f"  {n} thr ms" for n in args.threads)
     print(f"{'implementation':24s}{head}  saved-for-backward  spikes = ours")
@@ -286,7 +300,7 @@ def main() -> None:
     print(f"\n2./3. default model (cnn, LIF, T=4, batch {B}): images/s")
     for wname in work:
         for n in args.threads:
-            row = {c: B / rt[wname, c, n] for c, _, _ in cases}
+            row = {c: (PB if wname == "PGD-20 member" else B) / rt[wname, c, n] for c, _, _ in cases}
             txt = "  ".join(f"{c} {v:7.1f}" for c, v in row.items())
             if "today's path" in row:
                 txt += "   ours/today x{:.2f}".format(row["ours"] / row["today's path"])
@@ -301,15 +315,24 @@ def main() -> None:
               f"best fp32 natural {best:6.1f} images/s = bound / {bound / best:.2f}")
     if autocast is not None:
         torch.set_num_threads(max(args.threads))
-        m, xa, ya = model, xb, yb
-        if args.checkpoint:
-            m = robustsnn.load(args.checkpoint)
-        if args.data:
-            from robustsnn.evaluate import _as_tensors
+        m, xa, ya, what = model, xb, yb, "random cnn, random images"
+        try:
+            if args.checkpoint:
+                m, what = robustsnn.load(args.checkpoint), f"{args.checkpoint}, random images"
+            if args.data:
+                from robustsnn.evaluate import _as_tensors
 
-            xa, ya, _ = _as_tensors(args.data, 256)
-        c, v = agreement(lambda: autocast("bf16"), m, xa, ya)
-        print(f"\n5. bf16 vs fp32 on {len(ya)} images: clean predictions agree {c:.1%}, PGD-20 verdicts agree {v:.1%}")
+                xa, ya, _ = _as_tensors(args.data, args.agree_n)
+                what = what.replace("random images", f"{args.data} test images")
+        except Exception as e:  # noqa: BLE001 - fall back to random inputs
+            print(f"(agreement on random inputs: {e})")
+        res = agreement(lambda: autocast("bf16"), m, xa, ya)
+        (c32, r32), (c16, r16) = res["fp32"], res["bf16"]
+        print(f"\n5. bf16 vs fp32 evaluation on {len(ya)} images ({what}):\n"
+              f"  clean accuracy fp32 {c32.float().mean():.1%} bf16 {c16.float().mean():.1%}, "
+              f"verdicts agree {(c32 == c16).float().mean():.1%}\n"
+              f"  PGD-20 (eps 0.1) accuracy fp32 {r32.float().mean():.1%} bf16 {r16.float().mean():.1%}, "
+              f"verdicts agree {(r32 == r16).float().mean():.1%}")
 
 
 if __name__ == "__main__":
