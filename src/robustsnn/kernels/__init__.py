@@ -8,8 +8,9 @@ recursion, one call each, OpenMP over neurons) or ``None`` when the torch path m
   raises if it cannot build.
 * The extension is compiled once per machine and torch version with
   ``torch.utils.cpp_extension.load`` (needs g++ and ninja) into a per-user cache,
-  ``$ROBUSTSNN_KERNEL_DIR`` or ``~/.cache/robustsnn/kernels/<torch version>-<source hash>``;
-  later processes load it in well under a second.
+  ``$ROBUSTSNN_KERNEL_DIR`` or ``~/.cache/robustsnn/kernels/<torch version>-<hash of source and
+  CPU flags>`` (it is built with ``-march=native``); later processes load the built library
+  directly, in well under a second.
 * After loading, a self-test compares its spikes with the torch loop on a probe; a build or
   self-test failure gives one warning and the torch path for the rest of the process.
 
@@ -20,7 +21,9 @@ torch path (on a GPU the torch loop runs T small fused elementwise kernels per c
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
+import platform
 import sys
 import threading
 import warnings
@@ -70,8 +73,17 @@ def supports(t: torch.Tensor) -> bool:
     return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
 
 
+def _cpu_flags() -> bytes:
+    """The CPU's feature flags (the kernel is built with -march=native), empty where unknown."""
+    try:
+        with open("/proc/cpuinfo", "rb") as f:
+            return next((line for line in f if line.startswith(b"flags")), b"")
+    except OSError:
+        return platform.processor().encode()
+
+
 def _build_dir() -> Path:
-    tag = hashlib.sha256(_SOURCE.read_bytes()).hexdigest()[:12]
+    tag = hashlib.sha256(_SOURCE.read_bytes() + _cpu_flags()).hexdigest()[:12]
     root = os.environ.get("ROBUSTSNN_KERNEL_DIR") or Path.home() / ".cache" / "robustsnn" / "kernels"
     d = Path(root) / f"torch{torch.__version__.replace('+', '_')}-{tag}"
     d.mkdir(parents=True, exist_ok=True)
@@ -87,6 +99,14 @@ def _compile():
         os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     flags = ["-O3", "-fopenmp", "-march=native", "-ffp-contract=off"]
     build = _build_dir()
+    built = build / "robustsnn_lif.so"
+    if built.exists():  # built before for this source, torch and CPU: load it without ninja
+        import torch.utils.cpp_extension  # noqa: F401  (torch's libraries for the extension)
+
+        spec = importlib.util.spec_from_file_location("robustsnn_lif", built)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
     if not any(build.glob("robustsnn_lif*.so")):
         print("robustsnn: compiling the neuron kernel once for this machine (about a minute)...", file=sys.stderr)
     return load(
