@@ -2,8 +2,9 @@
 
 The kernel is built once per test session (robustsnn.kernels caches the module); where it
 cannot build, the comparisons skip and the fallback tests still run. Spikes must be
-bit-identical, gradients (input, threshold, DLIF gain) equal within 1e-6, for every
-surrogate, reset, detach_reset, init_potential, gain, dtype and a time-broadcast input.
+bit-identical, gradients (input, threshold, DLIF gain) equal within 1e-6 (1e-5 for float32
+with the exp-based surrogates, see ``_close``), for every surrogate, reset, detach_reset,
+init_potential, gain, dtype and a time-broadcast input.
 """
 
 from contextlib import contextmanager
@@ -47,16 +48,22 @@ def _both(fn, leaves, upstream):
     return ours, ref
 
 
-def _close(ours, ref, dtype):
+def _close(ours, ref, dtype, name="triangle"):
+    """Spikes identical; gradients within 1e-6. Per-element gradients repeat the torch ops (bit for
+    bit for triangle, rectangle, ste, atan); sums differ by summation order; exp, exp-d, pdsg and
+    sigmoid use the C library's exp, an ulp away from torch's vectorised one in float32, which the
+    sigmoid's s(1 - s), the reverse recursion and the sum over a broadcast input amplify up to a
+    few 1e-6 there (1e-5 allowed; float64: all within 1e-6)."""
     assert torch.equal(ours[0], ref[0]), "spikes differ"
     for a, b in zip(ours[1:], ref[1:]):
         assert (a is None) == (b is None)
         if a is not None:
-            # per-element gradients repeat the torch ops; sums differ only by summation order
             rtol = 1e-6 if dtype == torch.float64 or a.dim() > 1 else 1e-5
-            torch.testing.assert_close(a, b, atol=1e-6, rtol=rtol)
+            atol = 1e-5 if dtype == torch.float32 and name in TRANSCENDENTAL else 1e-6
+            torch.testing.assert_close(a, b, atol=atol, rtol=rtol, equal_nan=True)  # pdsg on 1 neuron: std NaN
 
 
+TRANSCENDENTAL = ("exp", "exp-d", "pdsg", "sigmoid")
 settings_ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -93,7 +100,7 @@ def test_kernel_matches_torch_loop(T, shape, dtype, lam, reset, name, width, det
     leaves = [leaf, theta] + ([gain] if use_gain else [])
     fn = lambda: multistep_spike(make(), theta, lam, gain if use_gain else None, reset, sur, detach_reset, init)  # noqa: E731
     ours, ref = _both(fn, leaves, up)
-    _close(ours, ref, dtype)
+    _close(ours, ref, dtype, name)
 
 
 @needs_kernel
