@@ -33,9 +33,12 @@ from .cache import MemberCache, fingerprint, next_link
 from .eot import default_votes, predict
 from .fab import FAB
 from .fgsm import FGSM
+from .hart import DEFAULT_GAMMAS, HART
 from .noise import GaussianNoise
 from .pgd import PGD
 from .rfgsm import RFGSM, RFGSMStable
+from .rga import RGA
+from .sapgd import SAPGD
 from .square import Square
 from .transfer import Transfer
 
@@ -55,7 +58,13 @@ ATTACKS: dict[str, tuple[type[Attack], dict]] = {
     "square": (Square, {}),
     "transfer": (Transfer, {}),
     "noise": (GaussianNoise, {}),
+    "sa-pgd": (SAPGD, {}),
+    "hart": (HART, {}),
+    "rga": (RGA, {}),
 }
+
+#: Default estimator of the attacks that bring their own (used when a member gives none).
+OWN_ESTIMATOR = {"sa-pgd": "assg", "rga": "rga"}
 
 
 @dataclass(frozen=True)
@@ -103,6 +112,13 @@ class Member:
             base = f"square-{p.get('n_queries', 5000)}"
         elif self.attack == "transfer":
             return f"transfer[{p.get('source_name') or 'source'}]"
+        elif self.attack == "hart":
+            return f"hart-pgd-{p.get('steps', 10)}[gamma={','.join(f'{g:g}' for g in p.get('gammas', DEFAULT_GAMMAS))}]"
+        elif self.attack in OWN_ESTIMATOR:
+            steps = p.get("steps", 100 if self.attack == "sa-pgd" else 10)
+            base = f"sa-pgd-{steps}" if self.attack == "sa-pgd" else f"rga-pgd-{steps}"
+            base += f"x{p['restarts']}" if p.get("restarts", 1) > 1 else ""
+            return f"{base}@{(self.estimator or parse_estimator(OWN_ESTIMATOR[self.attack])).label()}"
         elif self.attack in ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "fab") and p.get("steps", 100) != 100:
             base = f"{self.attack}-{p['steps']}"
         else:
