@@ -98,9 +98,10 @@ def parse_estimator(spec: "str | Estimator") -> Estimator:
     head, _, value = s.partition(":")
     if head in HOOK_MODES:
         try:
-            return Estimator(head, None, ((_HOOK_FIRST_OPTION[head], float(value)),))
+            number = float(value)
         except ValueError:
             raise ValueError(f"estimator {spec!r}: expected {head}:<{_HOOK_FIRST_OPTION[head]}>, a number") from None
+        return Estimator(head, None, ((_HOOK_FIRST_OPTION[head], number),))
     if s.startswith("bptt:"):
         s = s[5:]
     return Estimator("bptt", parse_surrogate(s))
