@@ -38,7 +38,8 @@ from .attacks.diagnostics import (
 )
 from .attacks.ensemble import Ensemble, Member, as_member
 from .attacks.eot import default_eot, default_votes, is_stochastic, predict
-from .attacks.presets import calibrate_estimator, get_preset, has_spiking_layers, preset_members
+from .attacks.presets import calibrate_estimator, essential_members, get_preset, has_spiking_layers, preset_members
+from .attacks.strongest import OrderedEnsemble
 from .attacks.transfer import ann_twin
 
 __all__ = ["evaluate", "EvalResult", "EpsResult", "RESULT_FORMAT"]
@@ -283,7 +284,7 @@ def evaluate(
         model: pixels [B, C, H, W] in [0, 1] -> logits [B, K]; an SNN or an ANN.
         data: ``(x, y)`` tensors (x float in [0, 1] or uint8), a robustsnn ``ArrayDataset``,
             an iterable of ``(x, y)`` batches, or a data set name (its test split).
-        preset: ``"quick"``, ``"pgd-ens"``, ``"standard"``, ``"autoattack"`` or ``"full"``
+        preset: ``"quick"``, ``"pgd-ens"``, ``"standard"``, ``"autoattack"``, ``"full"`` or ``"strongest"``
             (:mod:`robustsnn.attacks.presets`); ignored when ``members`` is given.
         eps: one budget or several (a list or ``"0.05,0.1"``), pixel units.
         norm: ``"Linf"`` or ``"L2"``.
@@ -402,10 +403,12 @@ def evaluate(
             ms = member_list(cal_est)
             if i == 0:
                 first_members = [m for m in ms if isinstance(m, Member)]
-            ens = Ensemble(
+            ordered = not custom and preset_name == "strongest" and early_exit
+            ens = (OrderedEnsemble if ordered else Ensemble)(
                 model, ms, eps=e, norm=norm, seed=seed, votes=votes, eot=eot, early_exit=early_exit,
                 batch_size=batch_size, transfer_source=source, transfer_source_name=source_name,
                 on_progress=lambda d, a, e=e: tick(f"eps={e:g}  {d}", a), cache_dir=cache_dir,
+                **({"calibration_size": max(1, cal_n // 2), "essential": essential_members(ms)} if ordered else {}),
             )
             res = ens.run(x, y)
             reused = sum(r.cached for r in res.members)

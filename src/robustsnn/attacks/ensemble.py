@@ -176,6 +176,8 @@ class MemberRecord:
         messages: warnings the attack emitted (e.g. AutoAttack's zero-gradient warning).
         cached: taken from the member cache (a finished earlier run), not run again;
             ``seconds`` is then the original run's time.
+        calibration: what the member did on the calibration batch of an ordered ensemble
+            (:class:`~robustsnn.attacks.strongest.OrderedEnsemble`), else None.
     """
 
     index: int
@@ -190,6 +192,7 @@ class MemberRecord:
     messages: list[str] = field(default_factory=list)
     spec: dict | None = None
     cached: bool = False
+    calibration: dict | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -268,6 +271,8 @@ class Ensemble:
         cache_dir: "str | Path | None" = None,
     ):
         self.model = model
+        #: added to sample positions to make the ids that key attack randomness (a slice of a larger set)
+        self.id_offset = 0
         self.cache_dir = cache_dir
         self.eot = eot
         self.transfer_source = transfer_source
@@ -366,7 +371,7 @@ class Ensemble:
                         self.on_progress(f"{rec.label} (skipped: nothing left)", 1.0)
                 chunks = pool.split(self.batch_size)
                 for chunk in chunks:
-                    xa = attack(x[chunk], y[chunk], ids=chunk.cpu())
+                    xa = attack(x[chunk], y[chunk], ids=chunk.cpu() + self.id_offset)
                     xa = project(xa, x[chunk], self.eps, self.norm)  # the ensemble defines the threat model
                     fool = self._verdict(xa) != y[chunk]
                     new = fool & alive[chunk]

@@ -8,7 +8,8 @@ r"""PGD-k (Madry et al. 2018): projected gradient ascent from a random start, wi
 (L2: the step is :math:`\alpha\, g / \|g\|_2`.) Default step
 :math:`\alpha = 2.5\,\epsilon / k` (DESIGN.md section 7; 1/255 for
 :math:`\epsilon = 8/255`, k = 20). Per sample, the first iterate that is
-misclassified is kept; samples broken by one restart skip the next ones.
+misclassified is kept; a sample stops as soon as it is broken (no further
+gradients spent on it), and samples broken by one restart skip the next ones.
 """
 
 from __future__ import annotations
@@ -84,9 +85,16 @@ class PGD(Attack):
         keep = adv.clone()
         found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         for _ in range(self.steps):
-            grad, z = self.gradient(adv, y, self.loss, clean)
-            self._remember(z, y, adv, keep, found)
-            adv = project(adv + self.alpha * step_direction(grad, self.norm), x, self.eps, self.norm)
+            # samples already broken stop: their first misclassified iterate is kept either way
+            act = (~found).nonzero().squeeze(1)
+            if act.numel() == 0:
+                return keep, found
+            xa, ya = adv[act], y[act]
+            grad, z = self.gradient(xa, ya, self.loss, None if clean is None else clean[act])
+            new = z.argmax(1) != ya
+            keep[act[new]] = xa[new]
+            found[act[new]] = True
+            adv[act] = project(xa + self.alpha * step_direction(grad, self.norm), x[act], self.eps, self.norm)
         self._remember(self.logits(adv), y, adv, keep, found)
         keep[~found] = adv[~found]
         return keep, found
