@@ -11,7 +11,8 @@
    after the white-box members is the gradient-masking evidence). Prunable members
    that broke nothing in phase 1 do not run in phase 2 (``prune=True``): on a robust
    model most of PGD_ens's 19 members break nothing the others miss, and every one of
-   them costs a full run on every survivor.
+   them costs a full run on every survivor. (A member that found nothing left to
+   attack in phase 1 is kept.)
 
 Attack randomness is keyed by the sample's index in the whole set, so a sample's
 verdict under a member is the same in either phase. The result lists every member
@@ -36,8 +37,10 @@ def order_members(records: Sequence[MemberRecord], essential: Sequence[int] = ()
     essential = set(essential)
     white = [r for r in records if r.white_box]
     breaking = sorted((r for r in white if r.broke > 0), key=lambda r: (-r.broke / max(r.seconds, 1e-3), r.index))
-    idle = [r for r in white if r.broke == 0 and (not prune or r.index in essential)]
-    black = [r for r in records if not r.white_box and (r.broke > 0 or not prune or r.index in essential)]
+    # a member that had nothing left to attack in phase 1 is not known to be idle: it stays
+    keep = lambda r: r.broke > 0 or r.attacked == 0 or not prune or r.index in essential  # noqa: E731
+    idle = [r for r in white if r.broke == 0 and keep(r)]
+    black = [r for r in records if not r.white_box and keep(r)]
     return [r.index for r in breaking + idle + black]
 
 
