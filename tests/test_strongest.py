@@ -75,3 +75,16 @@ def test_strongest_preset_lists_every_attack_family():
     assert sum(m.attack == "pgd" for m in members) == 20  # the 19 of PGD_ens + PDSG
     assert [members[i].attack for i in essential_members(members)] == ["sa-pgd", "apgd-t", "square"]
     assert not members[-1].white_box
+
+
+def test_evaluate_strongest_lists_every_member_with_its_cost():
+    import robustsnn
+
+    model = trained_toy_model("snn")
+    x, y = toy_data("test", 16)
+    res = robustsnn.evaluate(model, (x, y), preset="strongest", eps=0.1, n=16, diagnostics=False, calibration_size=8)
+    members = res.results[0].members
+    assert len(members) == len(preset_members("strongest"))
+    assert all("seconds" in m and m["calibration"]["samples"] == 4 for m in members)
+    ens = robustsnn.evaluate(model, (x, y), preset="pgd-ens", eps=0.1, n=16, diagnostics=False)
+    assert res.robust_acc <= ens.robust_acc
