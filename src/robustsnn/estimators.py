@@ -27,7 +27,9 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
+
+import torch
 
 from torch import nn
 
@@ -35,7 +37,7 @@ from .gradhooks import HOOK_MODES
 from .neurons import GradMode, SpikingNeuron
 from .surrogates import Surrogate, parse_surrogate
 
-__all__ = ["Estimator", "estimator", "MODES", "SEED_ESTIMATORS", "parse_estimator"]
+__all__ = ["Estimator", "estimator", "MODES", "SEED_ESTIMATORS", "parse_estimator", "proxy_forward"]
 
 MODES = ("bptt", "bptr", "ann", *HOOK_MODES)
 
@@ -157,3 +159,25 @@ def estimator(
     finally:
         for n, g in zip(neurons, saved):
             n.grad_mode = g
+
+
+def proxy_forward(neurons: Sequence[SpikingNeuron], run: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``run()``, except under the ANN proxy: the exact SNN's value with the ReLU twin's gradient.
+
+    ``neurons``: the model's spiking layers. If they are in ``ann`` mode, ``run`` is called
+    twice: once as is (ReLU neurons, with gradient) and once with the neurons spiking (no
+    gradient); the result is ``exact + (proxy - proxy.detach())``.
+    """
+    if not neurons or neurons[0].grad_mode.mode != "ann":
+        return run()
+    proxy = run()
+    saved = [n.grad_mode for n in neurons]
+    try:
+        for n in neurons:
+            n.grad_mode = GradMode("bptt")
+        with torch.no_grad():
+            exact = run()
+    finally:
+        for n, g in zip(neurons, saved):
+            n.grad_mode = g
+    return exact + (proxy - proxy.detach())

@@ -281,7 +281,8 @@ def evaluate(
     """Evaluate the adversarial robustness of ``model`` on ``data``.
 
     Args:
-        model: pixels [B, C, H, W] in [0, 1] -> logits [B, K]; an SNN or an ANN.
+        model: pixels [B, C, H, W] in [0, 1] -> logits [B, K]; an SNN or an ANN, ours or a
+            SpikingJelly / snnTorch network (adapted by :func:`robustsnn.interop.wrap`).
         data: ``(x, y)`` tensors (x float in [0, 1] or uint8), a robustsnn ``ArrayDataset``,
             an iterable of ``(x, y)`` batches, or a data set name (its test split).
         preset: ``"quick"``, ``"pgd-ens"``, ``"standard"``, ``"autoattack"``, ``"full"`` or ``"strongest"``
@@ -314,6 +315,9 @@ def evaluate(
         :class:`EvalResult` (``.robust_acc``, ``.results``, ``.warnings``, ``.save(path)``).
     """
     t_all = time.perf_counter()
+    from .interop import wrap
+
+    model = wrap(model)  # SpikingJelly / snnTorch networks: neurons as estimator modes, state reset per call
     norm = check_norm(norm)
     eps_list = _parse_eps(eps)
     for e in eps_list:
