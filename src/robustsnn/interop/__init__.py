@@ -21,6 +21,8 @@ modes of :func:`robustsnn.estimators.estimator`, like ours:
   (``bptr``, ``ann``, ``hart``, ``rga``) raise a clear error there.
 
 SpikingJelly and snnTorch are optional peers, imported only if the network uses them.
+NIR export / import of robustsnn SNNs: :mod:`robustsnn.interop.nirgraph` (``to_nir``,
+``from_nir``; needs the optional ``nir`` package).
 """
 
 from __future__ import annotations
