@@ -5,6 +5,7 @@ samples than fixed-surrogate PGD on a model whose potentials sit far from thresh
 (the fixed surrogate's gradient vanishes there: attacks/toy.py).
 """
 
+import copy
 import math
 
 import pytest
@@ -104,7 +105,7 @@ def test_assg_running_statistics_and_sharpness_follow_the_paper():
 
 def test_assg_state_restarts_with_each_attack_call():
     """The estimator gives each neuron a fresh hook per `with` block: statistics start at M = 1, D = 0."""
-    model = trained_toy_model("snn")
+    model = copy.deepcopy(trained_toy_model("snn"))  # backward() below must not touch the shared model
     x, y = toy_data("test", 4)
     with estimator(model, "assg"):
         hooks = [m.grad_mode.hook for m in model.modules() if getattr(m, "grad_mode", None) is not None]

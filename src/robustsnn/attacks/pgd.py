@@ -68,16 +68,7 @@ class PGD(Attack):
         return f"{base}@{self.estimator.label() if self.estimator else 'default'}"
 
     def perturb(self, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        best = x.clone()
-        todo = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-        for r in range(self.restarts):
-            idx = todo.nonzero().squeeze(1)
-            if idx.numel() == 0:
-                break
-            adv, broken = self._run(x[idx], y[idx], ids[idx.cpu()], r)
-            best[idx] = adv
-            todo[idx[broken]] = False
-        return best
+        return self.restarts_on_survivors(x, y, ids, self.restarts, self._run)
 
     def _run(self, x, y, ids, restart):
         clean = self.logits(x) if self.loss_name == "kl" else None

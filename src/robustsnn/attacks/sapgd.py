@@ -92,16 +92,7 @@ class SAPGD(Attack):
         return f"{base}@{self.estimator.label()}"
 
     def perturb(self, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        best = x.clone()
-        todo = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-        for r in range(self.restarts):
-            idx = todo.nonzero().squeeze(1)
-            if idx.numel() == 0:
-                break
-            adv, broken = self._run(x[idx], y[idx], ids[idx.cpu()], r)
-            best[idx] = adv
-            todo[idx[broken]] = False
-        return best
+        return self.restarts_on_survivors(x, y, ids, self.restarts, self._run)
 
     def _start(self, x, ids, restart):
         r = self.noise(x, ids, stream=1000 + restart, kind="uniform")
