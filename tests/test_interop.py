@@ -231,3 +231,14 @@ def test_cli_evaluates_a_model_file(tmp_path):
     assert d["n"] == 8 and d["settings"]["spiking"]
     bad = CliRunner().invoke(app, [*args[:2], f"{script}:missing", *args[3:]])
     assert bad.exit_code != 0 and "defines no 'missing'" in str(bad.exception or bad.output)
+
+
+def test_presets_drop_the_estimators_a_surrogate_slot_cannot_give():
+    import robustsnn
+
+    data = synthetic_fmnist(16)
+    res = robustsnn.evaluate(SnnTorchNet(), (data.images, data.labels), preset="pgd-ens", eps=0.1, n=8,
+                             diagnostics=False)
+    labels = [m["label"] for m in res.results[0].members]
+    assert len(labels) == 17 and not any(lbl.endswith(("@bptr", "@ann")) for lbl in labels)
+    assert any("2 members dropped" in note for note in res.notes)

@@ -315,7 +315,8 @@ def evaluate(
         :class:`EvalResult` (``.robust_acc``, ``.results``, ``.warnings``, ``.save(path)``).
     """
     t_all = time.perf_counter()
-    from .interop import wrap
+    from .estimators import Estimator
+    from .interop import SLOT_REFUSES, supports, wrap
 
     model = wrap(model)  # SpikingJelly / snnTorch networks: neurons as estimator modes, state reset per call
     norm = check_norm(norm)
@@ -362,6 +363,14 @@ def evaluate(
         if custom:
             return list(members)
         ms = preset_members(preset_name, model, cal_est)
+        # hart and rga attacks bring their own estimator (same name)
+        kept = [m for m in ms if supports(model, m.estimator or (Estimator(m.attack) if m.attack in SLOT_REFUSES else None))]
+        if len(kept) < len(ms):
+            note = (f"{len(ms) - len(kept)} members dropped: their estimators ({', '.join(SLOT_REFUSES)}) need a layer's "
+                    "whole spike train, which this network's single-step neurons do not expose")
+            if note not in notes:
+                notes.append(note)
+            ms = kept
         if source is None and any(m.attack == "transfer" for m in ms):
             ms = [m for m in ms if m.attack != "transfer"]
             if "transfer: no source model (an ANN target has no twin); pass transfer_from" not in notes:
@@ -401,7 +410,8 @@ def evaluate(
             cal_est = None
             if needs_cal:
                 tick(f"eps={e:g}: calibrating the estimator on {cal_n} samples", 0.0)
-                cal = calibrate_estimator(model, x_cal, y_cal, e, norm, seed=seed, votes=votes, eot=eot)
+                cands = [est for est in SEED_ESTIMATORS if supports(model, est)]
+                cal = calibrate_estimator(model, x_cal, y_cal, e, norm, estimators=cands, seed=seed, votes=votes, eot=eot)
                 cal_est, calibration = cal.ranking, cal.to_dict()
                 tick(f"eps={e:g}: calibrated estimator {calibration['estimator']}", 1.0)
             ms = member_list(cal_est)

@@ -38,7 +38,10 @@ from ..gradhooks import ASSG, PDSG
 from ..neurons import GradMode, SpikingNeuron
 from ..surrogates import surrogate_grad
 
-__all__ = ["wrap", "ForeignSNN", "SurrogateSlot", "foreign_library", "load_model_file"]
+__all__ = ["wrap", "ForeignSNN", "SurrogateSlot", "foreign_library", "load_model_file", "supports", "SLOT_REFUSES"]
+
+#: Estimator modes a :class:`SurrogateSlot` cannot give (they need a layer's whole spike train).
+SLOT_REFUSES = ("bptr", "ann", "hart", "rga")
 
 
 def foreign_library(model: nn.Module) -> str | None:
@@ -126,6 +129,13 @@ def reset_state(net: nn.Module, library: str) -> None:
         for m in net.modules():
             if type(m).__module__.startswith("snntorch") and hasattr(m, "reset_mem"):
                 m.reset_mem()
+
+
+def supports(model: nn.Module, est) -> bool:
+    """False if ``model`` has surrogate slots and the estimator ``est`` (an Estimator or None) needs more."""
+    if est is None or est.mode not in SLOT_REFUSES:
+        return True
+    return not any(isinstance(m, SurrogateSlot) for m in model.modules())
 
 
 class ForeignSNN(nn.Module):
