@@ -190,19 +190,19 @@ class _HookedSpike(torch.autograd.Function):
     """Exact spiking forward; BPTT backward with the hook's per-element ds/dm."""
 
     @staticmethod
-    def forward(ctx, current, threshold, gain, lam, soft, detach_reset, hook):
-        spikes, membrane = _forward_loop(current, threshold, gain, lam, soft, True)
+    def forward(ctx, current, threshold, gain, lam, soft, detach_reset, hook, init=0.0):
+        spikes, membrane = _forward_loop(current, threshold, gain, lam, soft, True, init)
         drive = current if gain is None else current * gain.view(-1, *([1] * (current.dim() - 1)))
         sg = hook.derivative(membrane - threshold, drive, lam, threshold)
         need_current = gain is not None and ctx.needs_input_grad[2]
         ctx.save_for_backward(membrane, sg, threshold, gain, current if need_current else None)
-        ctx.cfg = (lam, soft, detach_reset, hook.temporal, hook.time_average)
+        ctx.cfg = (lam, soft, detach_reset, hook.temporal, hook.time_average, init)
         return spikes
 
     @staticmethod
     def backward(ctx, grad_spikes):
         membrane, sg, threshold, gain, current = ctx.saved_tensors
-        lam, soft, detach_reset, temporal, time_average = ctx.cfg
+        lam, soft, detach_reset, temporal, time_average, init = ctx.cfg
         T = membrane.shape[0]
         want_th, want_g = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         grad_m = torch.empty_like(membrane)
@@ -223,13 +223,15 @@ class _HookedSpike(torch.autograd.Function):
             if want_th:
                 grad_th = grad_th - g_s_sg.sum()
             gv = grad_m[t] * lam if temporal else None
+        if init and want_th and gv is not None:  # v[-1] = init * theta
+            grad_th = grad_th + init * gv.sum()
         grad_gain = None
         if want_g:
             grad_gain = (grad_m * current).reshape(T, -1).sum(1)
         grad_current = grad_m if gain is None else grad_m * gain.view(-1, *([1] * (grad_m.dim() - 1)))
         if time_average:
             grad_current = grad_current.mean(0, keepdim=True).expand_as(grad_current).contiguous()
-        return grad_current, (grad_th if want_th else None), grad_gain, None, None, None, None
+        return grad_current, (grad_th if want_th else None), grad_gain, None, None, None, None, None
 
 
 def hooked_spike(
@@ -240,6 +242,7 @@ def hooked_spike(
     reset: str,
     hook: SpikeHook,
     detach_reset: bool = False,
+    init: float = 0.0,
 ) -> torch.Tensor:
     """Spikes of IF/LIF/DLIF neurons (as :func:`robustsnn.neurons.multistep_spike`), backward by ``hook``.
 
@@ -248,11 +251,12 @@ def hooked_spike(
         threshold: theta (0-dim tensor).
         lam: leak; gain: per-step gain [T] or None; reset: ``"hard"`` or ``"soft"``.
         hook: the :class:`SpikeHook` giving ds/dm per element.
+        init: initial membrane potential v[-1] as a fraction of theta.
     Returns:
         Spikes [T, B, ...] in {0, 1}.
     """
     threshold = torch.as_tensor(threshold, dtype=current.dtype, device=current.device)
-    return _HookedSpike.apply(current, threshold, gain, float(lam), reset == "soft", bool(detach_reset), hook)
+    return _HookedSpike.apply(current, threshold, gain, float(lam), reset == "soft", bool(detach_reset), hook, float(init))
 
 
 #: Estimator modes that run through a hook: name -> (hook class, default options).

@@ -5,10 +5,15 @@ follows (DESIGN.md section 3)
 
 .. math::
 
-    m[t] &= \lambda\, v[t-1] + g[t]\, I[t], \qquad v[-1] = 0 \\
+    m[t] &= \lambda\, v[t-1] + g[t]\, I[t], \qquad v[-1] = \beta\,\theta \\
     s[t] &= H(m[t] - \theta) \qquad (H(0) = 1) \\
     v[t] &= m[t]\,(1 - s[t]) \quad \text{(hard reset)} \qquad
     v[t] = m[t] - \theta\, s[t] \quad \text{(soft reset)}
+
+with :math:`\beta` the initial potential as a fraction of the threshold
+(``init_potential``, 0 by default; 0.5 centres the rounding error of converted
+IF neurons, so that a constant input :math:`a \le \theta` gives
+:math:`\mathrm{round}(T a / \theta)` spikes with soft reset).
 
 * IF: :math:`\lambda = 1`, :math:`g[t] = 1`.
 * LIF: :math:`\lambda < 1` (default 0.99), :math:`g[t] = 1`.
@@ -46,6 +51,8 @@ __all__ = [
     "multistep_spike_bptr",
     "SpikingNeuron",
     "ReLU",
+    "QCFS",
+    "qcfs",
     "NEURON_KINDS",
 ]
 
@@ -66,6 +73,11 @@ class NeuronConfig:
         threshold_floor: lower clamp applied to theta in the forward pass.
         surrogate: default surrogate used in ``bptt`` mode.
         detach_reset: drop the gradient through the reset term (SpikingJelly's option).
+        init_potential: initial membrane potential v[-1] as a fraction of theta (0 = rest,
+            0.5 = the conversion literature's theta/2 start).
+        spike_amplitude: ``"one"`` (the layer emits s in {0, 1}) or ``"threshold"`` (it emits
+            theta * s, as converted networks do so that every layer works in the ANN's units;
+            the events are the same, the amplitude folds into the next layer's weights).
     """
 
     kind: str = "lif"
@@ -76,6 +88,8 @@ class NeuronConfig:
     threshold_floor: float = 0.03
     surrogate: Surrogate = field(default_factory=Surrogate)
     detach_reset: bool = False
+    init_potential: float = 0.0
+    spike_amplitude: str = "one"
 
     def __post_init__(self) -> None:
         if self.kind not in NEURON_KINDS:
@@ -86,6 +100,10 @@ class NeuronConfig:
             raise ValueError(f"leak must be in [0, 1], got {self.leak}")
         if not self.threshold > 0:
             raise ValueError(f"threshold must be > 0, got {self.threshold}")
+        if self.spike_amplitude not in ("one", "threshold"):
+            raise ValueError(f"spike_amplitude must be 'one' or 'threshold', got {self.spike_amplitude!r}")
+        if not 0.0 <= float(self.init_potential) <= 1.0:
+            raise ValueError(f"init_potential is a fraction of the threshold in [0, 1], got {self.init_potential}")
         if not isinstance(self.surrogate, Surrogate):
             object.__setattr__(self, "surrogate", parse_surrogate(self.surrogate))
 
@@ -121,15 +139,15 @@ class GradMode:
     hook: object | None = None
 
 
-def _forward_loop(current, threshold, gain, lam, soft, keep_membrane):
+def _forward_loop(current, threshold, gain, lam, soft, keep_membrane, init=0.0):
     """Run the neuron dynamics; returns spikes [T, ...] and membrane m [T, ...] (or None).
 
-    Writes m and s straight into the preallocated outputs (no per-step copies).
+    ``init`` is v[-1] / theta. Writes m and s straight into the preallocated outputs.
     """
     T = current.shape[0]
     spikes = torch.empty_like(current)
     membrane = torch.empty_like(current) if keep_membrane else None
-    v = None
+    v = None if not init else (threshold * init).expand_as(current[0])
     for t in range(T):
         i_t = current[t] if gain is None else current[t] * gain[t]
         m_out = membrane[t] if keep_membrane else None
@@ -147,18 +165,18 @@ class _MultiStepSpike(torch.autograd.Function):
     """Whole-sequence spiking neuron with an exact surrogate-BPTT backward."""
 
     @staticmethod
-    def forward(ctx, current, threshold, gain, lam, soft, surrogate, detach_reset):
-        spikes, membrane = _forward_loop(current, threshold, gain, lam, soft, True)
+    def forward(ctx, current, threshold, gain, lam, soft, surrogate, detach_reset, init=0.0):
+        spikes, membrane = _forward_loop(current, threshold, gain, lam, soft, True, init)
         width = layer_width(surrogate, membrane - threshold)
         need_current = gain is not None and ctx.needs_input_grad[2]
         ctx.save_for_backward(membrane, threshold, gain, current if need_current else None)
-        ctx.cfg = (lam, soft, surrogate, width, detach_reset)
+        ctx.cfg = (lam, soft, surrogate, width, detach_reset, init)
         return spikes
 
     @staticmethod
     def backward(ctx, grad_spikes):
         membrane, threshold, gain, current = ctx.saved_tensors
-        lam, soft, surrogate, width, detach_reset = ctx.cfg
+        lam, soft, surrogate, width, detach_reset, init = ctx.cfg
         T = membrane.shape[0]
         want_i, want_th, want_g = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         grad_current = torch.empty_like(membrane) if want_i else None
@@ -189,15 +207,17 @@ class _MultiStepSpike(torch.autograd.Function):
             if want_g:
                 grad_gain[t] = (g_m * current[t]).sum()
             gv = g_m * lam
-        return grad_current, (grad_th if want_th else None), grad_gain, None, None, None, None
+        if init and want_th:  # v[-1] = init * theta
+            grad_th = grad_th + init * gv.sum()
+        return grad_current, (grad_th if want_th else None), grad_gain, None, None, None, None, None
 
 
 class _MultiStepSpikeBPTR(torch.autograd.Function):
     """Exact spiking forward; backward through the firing rate (BPTR)."""
 
     @staticmethod
-    def forward(ctx, current, threshold, gain, lam, soft):
-        spikes, _ = _forward_loop(current, threshold, gain, lam, soft, False)
+    def forward(ctx, current, threshold, gain, lam, soft, init=0.0):
+        spikes, _ = _forward_loop(current, threshold, gain, lam, soft, False, init)
         ctx.save_for_backward((spikes.mean(0) > 0).to(current.dtype), gain)
         return spikes
 
@@ -207,7 +227,7 @@ class _MultiStepSpikeBPTR(torch.autograd.Function):
         g = (grad_spikes.mean(0) * active).unsqueeze(0).expand_as(grad_spikes)
         if gain is not None:
             g = g * gain.view(-1, *([1] * (g.dim() - 1)))
-        return g.contiguous(), None, None, None, None
+        return g.contiguous(), None, None, None, None, None
 
 
 def multistep_spike(
@@ -218,6 +238,7 @@ def multistep_spike(
     reset: str = "hard",
     surrogate: Surrogate = Surrogate(),
     detach_reset: bool = False,
+    init: float = 0.0,
 ) -> torch.Tensor:
     """Spikes of a layer of IF/LIF/DLIF neurons over T steps, surrogate BPTT backward.
 
@@ -229,6 +250,7 @@ def multistep_spike(
         reset: ``"hard"`` or ``"soft"``.
         surrogate: surrogate shape for dH/du.
         detach_reset: no gradient through the reset term.
+        init: initial membrane potential v[-1] as a fraction of theta.
     Returns:
         Spikes in {0, 1}, shape [T, B, ...], dtype of ``current``.
     """
@@ -236,19 +258,20 @@ def multistep_spike(
         from .gradhooks import PDSG, hooked_spike
 
         hook = PDSG(surrogate.width, over_batch=surrogate.name == "pdsg-batch")
-        return hooked_spike(current, threshold, lam, gain, reset, hook, detach_reset)
+        return hooked_spike(current, threshold, lam, gain, reset, hook, detach_reset, init)
     threshold = torch.as_tensor(threshold, dtype=current.dtype, device=current.device)
-    return _MultiStepSpike.apply(current, threshold, gain, float(lam), reset == "soft", surrogate, detach_reset)
+    return _MultiStepSpike.apply(current, threshold, gain, float(lam), reset == "soft", surrogate, detach_reset,
+                                 float(init))
 
 
-def multistep_spike_bptr(current, threshold, lam=0.99, gain=None, reset="hard"):
+def multistep_spike_bptr(current, threshold, lam=0.99, gain=None, reset="hard", init=0.0):
     """As :func:`multistep_spike` (same forward), with the backprop-through-rate backward.
 
     Gradient to ``current[t]``: ``mean_t'(dL/ds[t']) * 1[mean_t s > 0] * g[t]``; none to
     threshold or gain.
     """
     threshold = torch.as_tensor(threshold, dtype=current.dtype, device=current.device)
-    return _MultiStepSpikeBPTR.apply(current, threshold, gain, float(lam), reset == "soft")
+    return _MultiStepSpikeBPTR.apply(current, threshold, gain, float(lam), reset == "soft", float(init))
 
 
 class SpikingNeuron(nn.Module):
@@ -288,7 +311,21 @@ class SpikingNeuron(nn.Module):
         return self.gain
 
     def forward(self, current: torch.Tensor) -> torch.Tensor:
-        """Spikes [T, B, ...] for input current [T, B, ...] (ReLU of the current in ``ann`` mode)."""
+        """Spikes [T, B, ...] for input current [T, B, ...] (ReLU of the current in ``ann`` mode).
+
+        With ``spike_amplitude="threshold"`` the spikes are theta * s.
+        """
+        if self.config.spike_amplitude == "threshold" and self.grad_mode.mode != "ann":
+            return self._spikes(current) * self.effective_threshold().to(current.dtype)
+        return self._spikes(current)
+
+    def spike_scale(self) -> float:
+        """The value of one emitted spike: 1, or theta with ``spike_amplitude="threshold"``."""
+        if self.config.spike_amplitude == "threshold":
+            return float(self.effective_threshold().detach())
+        return 1.0
+
+    def _spikes(self, current: torch.Tensor) -> torch.Tensor:
         cfg, gm = self.config, self.grad_mode
         gain = self._gain_for(current.shape[0])
         if gm.mode == "ann":
@@ -299,19 +336,23 @@ class SpikingNeuron(nn.Module):
             current.requires_grad or theta.requires_grad or (gain is not None and gain.requires_grad)
         )
         if not needs_grad:  # inference: no saved membrane, no autograd node
-            return _forward_loop(current, theta.to(current.dtype), gain, cfg.lam, cfg.reset == "soft", False)[0]
+            return _forward_loop(current, theta.to(current.dtype), gain, cfg.lam, cfg.reset == "soft", False,
+                                 cfg.init_potential)[0]
         if gm.hook is not None:
             from .gradhooks import hooked_spike
 
-            return hooked_spike(current, theta, cfg.lam, gain, cfg.reset, gm.hook, cfg.detach_reset)
+            return hooked_spike(current, theta, cfg.lam, gain, cfg.reset, gm.hook, cfg.detach_reset, cfg.init_potential)
         if gm.mode == "bptr":
-            return multistep_spike_bptr(current, theta, cfg.lam, gain, cfg.reset)
+            return multistep_spike_bptr(current, theta, cfg.lam, gain, cfg.reset, cfg.init_potential)
         surrogate = gm.surrogate or cfg.surrogate
-        return multistep_spike(current, theta, cfg.lam, gain, cfg.reset, surrogate, cfg.detach_reset)
+        return multistep_spike(current, theta, cfg.lam, gain, cfg.reset, surrogate, cfg.detach_reset,
+                               cfg.init_potential)
 
     def extra_repr(self) -> str:
         c = self.config
-        return f"kind={c.kind}, lam={c.lam}, reset={c.reset}, surrogate={c.surrogate.label()}"
+        init = f", init={c.init_potential:g}*theta" if c.init_potential else ""
+        amp = ", spikes=theta*s" if c.spike_amplitude == "threshold" else ""
+        return f"kind={c.kind}, lam={c.lam}, reset={c.reset}{init}{amp}, surrogate={c.surrogate.label()}"
 
 
 class ReLU(nn.Module):
@@ -328,3 +369,47 @@ class ReLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x)
+
+
+def qcfs(x: torch.Tensor, clip: torch.Tensor, levels: int) -> torch.Tensor:
+    r"""Quantisation-clip-floor-shift activation (Bu et al., ICLR 2022).
+
+    .. math:: h(x) = \lambda\, \mathrm{clip}\Big(\tfrac{1}{L}\big\lfloor \tfrac{x L}{\lambda} + \tfrac12 \big\rfloor, 0, 1\Big)
+
+    with :math:`L` = ``levels`` and the clip :math:`\lambda` = ``clip``. The floor passes
+    its gradient straight through, so both ``x`` and ``clip`` get gradients. An IF neuron
+    with threshold :math:`\lambda`, soft reset and :math:`v[-1] = \lambda/2` fires
+    :math:`L\, h(x)/\lambda` times in :math:`T = L` steps for a constant input ``x``.
+
+    Args:
+        x: pre-activation, any shape.
+        clip: :math:`\lambda > 0`, a 0-dim tensor (learnable).
+        levels: :math:`L \ge 1`.
+    Returns:
+        h(x), the shape of ``x``, values in {0, lambda/L, ..., lambda}.
+    """
+    z = x * (levels / clip) + 0.5
+    z = z + (torch.floor(z) - z).detach()
+    return clip * torch.clamp(z / levels, 0.0, 1.0)
+
+
+class QCFS(nn.Module):
+    """QCFS activation of the ANN twin (:func:`qcfs`); its learnable clip is named ``threshold``.
+
+    The name matches the SNN twin's threshold, so conversion copies the clip into the
+    threshold with the weights. ``levels`` is the number of quantisation steps L (the SNN's
+    T at which conversion is exact up to the order of spikes).
+    """
+
+    def __init__(self, levels: int = 8, clip: float = 2.0):
+        super().__init__()
+        if int(levels) < 1:
+            raise ValueError(f"QCFS levels must be >= 1, got {levels}")
+        self.levels = int(levels)
+        self.threshold = nn.Parameter(torch.tensor(float(clip)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return qcfs(x, self.threshold.clamp_min(1e-3), self.levels)
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}"

@@ -73,6 +73,8 @@ def _neuron_params(n: SpikingNeuron, shape, T: int, dt: float, name: str) -> tup
     cfg = n.config
     if cfg.reset != "hard":
         raise UsageError(f"{name}: NIR neurons reset to v_reset; reset by subtraction ({cfg.reset}) has no NIR form")
+    if getattr(cfg, "init_potential", 0.0) or getattr(cfg, "spike_amplitude", "one") != "one":
+        raise UsageError(f"{name}: an initial potential or spikes of amplitude theta have no NIR form")
     gain = 1.0
     if n.gain is not None:
         a = n.gain.detach()[:T]
