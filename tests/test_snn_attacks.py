@@ -35,8 +35,8 @@ class _Fixed(SpikeHook):
         return surrogate_grad(u, Surrogate("triangle"), 1.0)
 
 
-@pytest.mark.parametrize("reset", ["hard", "soft"])
-def test_hooked_kernel_with_a_fixed_surrogate_is_bptt(reset):
+@pytest.mark.parametrize("reset,init", [("hard", 0.0), ("soft", 0.0), ("soft", 0.5)])
+def test_hooked_kernel_with_a_fixed_surrogate_is_bptt(reset, init):
     """A hook that returns the triangle surrogate gives the BPTT kernel's gradients (current, theta, gain)."""
     g = torch.Generator().manual_seed(0)
     cur = (torch.rand(4, 3, 5, generator=g, dtype=D) * 2)
@@ -46,9 +46,9 @@ def test_hooked_kernel_with_a_fixed_surrogate_is_bptt(reset):
         th = torch.tensor(0.9, dtype=D, requires_grad=True)
         gain = torch.tensor([1.0, 0.7, 1.2, 0.9], dtype=D, requires_grad=True)
         if fn == "ref":
-            s = multistep_spike(i, th, 0.8, gain, reset, Surrogate("triangle"))
+            s = multistep_spike(i, th, 0.8, gain, reset, Surrogate("triangle"), init=init)
         else:
-            s = hooked_spike(i, th, 0.8, gain, reset, _Fixed())
+            s = hooked_spike(i, th, 0.8, gain, reset, _Fixed(), init=init)
         (s * torch.arange(1, 61, dtype=D).view(4, 3, 5)).sum().backward()
         out.append((s.detach(), i.grad, th.grad, gain.grad))
     for a, b in zip(*out):
