@@ -64,6 +64,7 @@ def compare_presets(args) -> None:
         sec = time.perf_counter() - t
         results[p] = res
         rows.append({"preset": p, "robust_acc": res.robust_acc, "seconds": sec, "clean_acc": res.clean_acc})
+        print(f"  {p}: robust {res.robust_acc:.1%} in {sec:.1f} s", flush=True)
     base = next((r["seconds"] for r in rows if r["preset"] == "pgd-ens"), None)
     print(f"{'preset':<12} {'robust':>8} {'seconds':>9} {'x pgd-ens':>10}")
     for r in rows:
