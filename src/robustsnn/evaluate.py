@@ -411,7 +411,9 @@ def evaluate(
             if needs_cal:
                 tick(f"eps={e:g}: calibrating the estimator on {cal_n} samples", 0.0)
                 cands = [est for est in SEED_ESTIMATORS if supports(model, est)]
-                cal = calibrate_estimator(model, x_cal, y_cal, e, norm, estimators=cands, seed=seed, votes=votes, eot=eot)
+                k = max(1, int(round(cal_n * preset_obj.calibration_fraction)))
+                cal = calibrate_estimator(model, x_cal[:k], y_cal[:k], e, norm, estimators=cands,
+                                          steps=preset_obj.calibration_steps, seed=seed, votes=votes, eot=eot)
                 cal_est, calibration = cal.ranking, cal.to_dict()
                 tick(f"eps={e:g}: calibrated estimator {calibration['estimator']}", 1.0)
             ms = member_list(cal_est)

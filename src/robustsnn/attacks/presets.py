@@ -16,7 +16,8 @@ full        pgd-ens + APGD-CE, APGD-DLR, APGD-T, FAB-T (calibrated estimator)
             + Square-5000 + a transfer attack + Gaussian noise.
 strongest   per-sample worst case over PGD-20 (triangle, gamma = 1), ASSG +
             SA-PGD-100, HART (gamma 0.5, 1, 2), RGA-20, PGD-20 under PDSG, the
-            other 18 PGD_ens members, APGD-T (3 targets x 50 steps, ASSG) and
+            other 18 PGD_ens members, APGD-T (3 targets x 50 steps, under the
+            estimator strongest for PGD-5 on half the calibration batch) and
             Square-1000; ordered from a calibration batch, members that break
             nothing there dropped for the other samples
             (:class:`~robustsnn.attacks.strongest.OrderedEnsemble`).
@@ -76,6 +77,9 @@ class Preset:
     name: str
     description: str
     needs_calibration: bool = False
+    #: PGD steps per candidate estimator, and the share of ``calibration_size`` samples it uses
+    calibration_steps: int = 10
+    calibration_fraction: float = 1.0
 
     def members(self, calibrated: "Estimator | Sequence[Estimator] | None" = None) -> list[Member]:
         """The member specs.
@@ -139,7 +143,7 @@ def _strongest(cal):
     ]
     rest = [m for m in _pgd_ens(cal) if m != first]
     closing = [
-        Member("apgd-t", parse_estimator("assg"), {"n_target_classes": 3, "steps": 50}),
+        Member("apgd-t", cal[0], {"n_target_classes": 3, "steps": 50}),
         Member("square", None, {"n_queries": 1000}),
     ]
     return [first, *adaptive, *rest, *closing]
@@ -171,8 +175,9 @@ PRESETS: dict[str, Preset] = {
     "full": Preset("full", "pgd-ens + APGD-CE/DLR/T + FAB-T (calibrated estimator) + Square-5000 + transfer + noise", True),
     "strongest": Preset(
         "strongest",
-        "PGD-20, ASSG+SA-PGD, HART, RGA, PDSG, the other PGD_ens members, APGD-T (ASSG) and Square-1000, "
-        "ordered from a calibration batch, idle members dropped",
+        "PGD-20, ASSG+SA-PGD, HART, RGA, PDSG, the other PGD_ens members, APGD-T (calibrated estimator) and "
+        "Square-1000, ordered from a calibration batch, idle members dropped",
+        True, calibration_steps=5, calibration_fraction=0.5,
     ),
 }
 
