@@ -244,6 +244,11 @@ def test_qcfs_is_the_clip_floor_shift_formula_with_straight_through_gradients():
     inside = (x.detach() * 2 + 0.5 >= 0) & (x.detach() * 2 + 0.5 < 5)  # floor argument in [0, L+1)
     assert torch.equal(x.grad, (torch.floor(x.detach() * 2 + 0.5).clamp(0, 4) == torch.floor(x.detach() * 2 + 0.5)).double() * inside.double())
     assert clip.grad is not None and float(clip.grad) != 0.0
+    scaled = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    h2 = qcfs(x.detach(), scaled, 4, grad_scale=0.01)
+    assert torch.equal(h2.detach(), h.detach())
+    h2.sum().backward()
+    torch.testing.assert_close(scaled.grad, 0.01 * clip.grad)
 
 
 @pytest.mark.parametrize("T", [2, 4, 8])
@@ -284,7 +289,7 @@ def test_ann_percentile_thresholds_are_the_percentiles_of_the_anns_activations()
     snn = convert(ann, xs, recipe="rate", time_steps=4, n_calib_batches=3)
     for name, neuron in spiking_layers(snn):
         expected = max(percentile(_layer_out(ann, name, x), 99.9) for x in xs)
-        assert float(neuron.threshold) == pytest.approx(max(expected, 0.03))
+        assert float(neuron.threshold.detach()) == pytest.approx(max(expected, 0.03))
     assert all(m.config.spike_amplitude == "threshold" for _, m in spiking_layers(snn))
 
 

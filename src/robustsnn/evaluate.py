@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from . import distributed as D
 from .io import jsonable
 from .attacks.base import check_eps, check_norm
 from .attacks.diagnostics import (
@@ -277,6 +278,7 @@ def evaluate(
     dataset: str | None = None,
     warn: bool = True,
     cache_dir: str | Path | None = None,
+    distributed: bool | None = None,
 ) -> EvalResult:
     """Evaluate the adversarial robustness of ``model`` on ``data``.
 
@@ -311,6 +313,12 @@ def evaluate(
             last finished member, and a later one whose members start with the same ones
             (``standard`` after ``pgd-ens``) on the same model, data and settings reuses them
             (:mod:`robustsnn.attacks.cache`). None: no cache.
+        distributed: under torchrun (default: whenever a process group of several ranks is
+            open), every rank calls this with the same arguments and the ensemble's attacks
+            are split across the ranks (:class:`~robustsnn.attacks.ensemble.Ensemble`); the
+            per-sample verdicts and breaker records equal one process's, and every rank
+            returns the full result (let rank 0 save it). Calibration and diagnostics, on
+            ``calibration_size`` samples, run on every rank.
     Returns:
         :class:`EvalResult` (``.robust_acc``, ``.results``, ``.warnings``, ``.save(path)``).
     """
@@ -355,6 +363,9 @@ def evaluate(
     if not spiking:
         notes.append("no spiking layers: gradient estimators do not apply; members differing only by estimator were merged")
 
+    sharded = D.active() if distributed is None else bool(distributed) and D.active()
+    if sharded:
+        notes.append(f"attacks split across {D.world_size()} ranks (torchrun); per-sample results as one process")
     cal_n = min(int(calibration_size), n_eff)
     x_cal, y_cal = x[:cal_n], y[:cal_n]
 
@@ -424,6 +435,7 @@ def evaluate(
                 model, ms, eps=e, norm=norm, seed=seed, votes=votes, eot=eot, early_exit=early_exit,
                 batch_size=batch_size, transfer_source=source, transfer_source_name=source_name,
                 on_progress=lambda d, a, e=e: tick(f"eps={e:g}  {d}", a), cache_dir=cache_dir,
+                distributed=sharded,
                 **({"calibration_size": max(1, cal_n // 2), "essential": essential_members(ms)} if ordered else {}),
             )
             res = ens.run(x, y)
@@ -523,5 +535,6 @@ def evaluate(
         dataset=dataset or found_name,
         command=command,
         notes=notes,
-        environment={"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads()},
+        environment={"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
+                     "ranks": D.world_size() if sharded else 1},
     )

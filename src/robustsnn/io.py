@@ -1,4 +1,9 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+
+Under torchrun only rank 0 writes (:func:`robustsnn.distributed.is_main`): the other
+ranks' calls return the path without touching the disk, so code that saves a
+checkpoint, a result or pipeline.json runs unchanged on every rank.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +18,10 @@ __all__ = ["atomic_write", "atomic_write_json", "atomic_replace_dir", "read_json
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` then move ``tmp_path`` onto ``path`` atomically."""
+    """Call ``write(tmp_path)`` then move ``tmp_path`` onto ``path`` atomically (rank 0 only)."""
     path = Path(path)
+    if not _writer():
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
@@ -37,9 +44,11 @@ def atomic_replace_dir(path: str | Path, fill: Callable[[Path], None]) -> Path:
     """Build a directory with ``fill(tmp_dir)`` and swap it in place of ``path``.
 
     The old directory is renamed aside first and removed only after the new one is in
-    place, so at every instant one complete version exists on disk.
+    place, so at every instant one complete version exists on disk. Rank 0 only.
     """
     path = Path(path)
+    if not _writer():
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.new.", dir=path.parent))
     try:
@@ -56,6 +65,12 @@ def atomic_replace_dir(path: str | Path, fill: Callable[[Path], None]) -> Path:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def _writer() -> bool:
+    from .distributed import is_main
+
+    return is_main()
 
 
 def read_json(path: str | Path):

@@ -37,6 +37,7 @@ Gradient modes (set per neuron by :func:`robustsnn.estimators.estimator`):
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
@@ -371,23 +372,27 @@ class ReLU(nn.Module):
         return torch.relu(x)
 
 
-def qcfs(x: torch.Tensor, clip: torch.Tensor, levels: int) -> torch.Tensor:
+def qcfs(x: torch.Tensor, clip: torch.Tensor, levels: int, grad_scale: float = 1.0) -> torch.Tensor:
     r"""Quantisation-clip-floor-shift activation (Bu et al., ICLR 2022).
 
     .. math:: h(x) = \lambda\, \mathrm{clip}\Big(\tfrac{1}{L}\big\lfloor \tfrac{x L}{\lambda} + \tfrac12 \big\rfloor, 0, 1\Big)
 
     with :math:`L` = ``levels`` and the clip :math:`\lambda` = ``clip``. The floor passes
-    its gradient straight through, so both ``x`` and ``clip`` get gradients. An IF neuron
-    with threshold :math:`\lambda`, soft reset and :math:`v[-1] = \lambda/2` fires
-    :math:`L\, h(x)/\lambda` times in :math:`T = L` steps for a constant input ``x``.
+    its gradient straight through, so both ``x`` and ``clip`` get gradients; the clip's is
+    multiplied by ``grad_scale`` (the value is unchanged). An IF neuron with threshold
+    :math:`\lambda`, soft reset and :math:`v[-1] = \lambda/2` fires :math:`L\, h(x)/\lambda`
+    times in :math:`T = L` steps for a constant input ``x``.
 
     Args:
         x: pre-activation, any shape.
         clip: :math:`\lambda > 0`, a 0-dim tensor (learnable).
         levels: :math:`L \ge 1`.
+        grad_scale: factor on the clip's gradient.
     Returns:
         h(x), the shape of ``x``, values in {0, lambda/L, ..., lambda}.
     """
+    if grad_scale != 1.0:
+        clip = clip * grad_scale + (clip - clip * grad_scale).detach()
     z = x * (levels / clip) + 0.5
     z = z + (torch.floor(z) - z).detach()
     return clip * torch.clamp(z / levels, 0.0, 1.0)
@@ -398,7 +403,10 @@ class QCFS(nn.Module):
 
     The name matches the SNN twin's threshold, so conversion copies the clip into the
     threshold with the weights. ``levels`` is the number of quantisation steps L (the SNN's
-    T at which conversion is exact up to the order of spikes).
+    T at which conversion is exact up to the order of spikes). The clip's gradient sums over
+    every activation of the layer, so it is scaled by :math:`1/\sqrt{N L}` (N activations
+    per sample), as LSQ (Esser et al., ICLR 2020) scales a learnt step size: unscaled, one SGD
+    step at lr 0.1 can push the clip below zero and silence the layer.
     """
 
     def __init__(self, levels: int = 8, clip: float = 2.0):
@@ -409,7 +417,9 @@ class QCFS(nn.Module):
         self.threshold = nn.Parameter(torch.tensor(float(clip)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return qcfs(x, self.threshold.clamp_min(1e-3), self.levels)
+        per_sample = x[0].numel() if x.dim() > 1 else x.numel()
+        scale = 1.0 / math.sqrt(max(1, per_sample) * self.levels)
+        return qcfs(x, self.threshold.clamp_min(1e-3), self.levels, scale)
 
     def extra_repr(self) -> str:
         return f"levels={self.levels}"

@@ -39,6 +39,7 @@ import torch
 from rich.console import Console
 
 from . import checkpoint
+from . import distributed as D
 from .data import batches, dataset_info, load_dataset
 from .errors import UsageError
 from .attacks.cache import CACHE_DIRNAME
@@ -250,7 +251,7 @@ def _train_cfg(c: PipelineConfig, *, epochs, lr, objective, params, weight_decay
     return TrainConfig(epochs=epochs, batch_size=c.batch_size, lr=lr, weight_decay=weight_decay, seed=c.seed,
                        augment=c.augment, device=c.device,
                        train_subset=subset if subset is not None else c.train_subset, test_subset=1000,
-                       objective=objective, objective_params=params)
+                       objective=objective, objective_params=params, sync_bn=True)
 
 
 def _ann_objective(c: PipelineConfig) -> tuple[str, dict]:
@@ -276,17 +277,18 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, command: str | None
         progress: live progress bars.
         stop_after: end after this stage (used to test interruption).
     """
-    console = console or Console()
+    D.setup(config.device)  # under torchrun: all ranks train and evaluate, rank 0 writes (robustsnn.io)
+    console = console or Console(quiet=not D.is_main())
     run = Path(out)
     run.mkdir(parents=True, exist_ok=True)
     state = _State(run, config, command)
+    D.barrier()
     info = dataset_info(config.dataset)
     train_set = load_dataset(info.name, "train", data_dir=config.data_dir)
     test_set = load_dataset(info.name, "test", data_dir=config.data_dir)
     meta = {"dataset": info.name, "command": command}
     c = config
-    device = torch.device("cuda" if c.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if c.device == "auto" else c.device))
+    device = D.resolve_device(c.device)  # under torchrun: each rank's own GPU
 
     def _load(path):
         return checkpoint.load(path).to(device)
@@ -405,7 +407,7 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, command: str | None
         print_result(res, console)
         path = res.save(run / f"eval-{c.eval_preset}.json")
         final = run / "final"
-        if not final.exists():
+        if D.is_main() and not final.exists():
             final.symlink_to(final_model_dir().relative_to(run), target_is_directory=True)
         from .train import accuracy
 
@@ -456,6 +458,7 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, command: str | None
         if stage in STAGE_MODELS and c.stage_eval_n:
             result["accuracy"] = stage_accuracy(stage)
         state.finish(stage, time.perf_counter() - t0, **result)
+        D.barrier()  # the next stage reads what rank 0 wrote
         if stop_after == stage:
             break
     return state.data

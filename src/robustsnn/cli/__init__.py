@@ -24,14 +24,22 @@ for _module in (train, info, evaluate, prune, convert, pipeline, efficiency, exp
 
 
 def main() -> None:
-    """Entry point: run the app; expected errors become one line on stderr and exit code 2."""
+    """Entry point: run the app; expected errors become one line on stderr and exit code 2.
+
+    Under torchrun only rank 0 prints an expected error (every rank exits with code 2),
+    except a lost peer, which each surviving rank reports.
+    """
+    from .. import distributed as D
+
     try:
         app(standalone_mode=False)
+        D.shutdown()
     except (RobustSNNError, ValueError, FileNotFoundError, KeyError) as e:
         if os.environ.get("ROBUSTSNN_DEBUG"):
             raise
         msg = e.args[0] if e.args else str(e)
-        print(f"error: {msg}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0" or type(e).__name__ == "RankFailure":
+            print(f"error: {msg}", file=sys.stderr)
         sys.exit(2)
     except typer.Exit as e:
         sys.exit(e.exit_code)

@@ -28,6 +28,7 @@ from rich.table import Table
 from .. import checkpoint
 from ..convert import convert, resolve_recipe
 from ..data import batches, load_dataset
+from ..distributed import resolve_device
 from ..errors import UsageError
 from ..models import spiking_layers
 from ..train import accuracy
@@ -57,11 +58,14 @@ def convert_checkpoint(
     eval_images: int = 1000,
     command: str | None = None,
     console: Console | None = None,
+    device: str = "cpu",
 ) -> dict:
-    """Convert the ANN in ``ckpt`` and write the SNN to ``out/model``; returns a summary dict."""
+    """Convert the ANN in ``ckpt`` and write the SNN to ``out/model``; returns a summary dict.
+
+    ``device``: where calibration runs (cpu, cuda, cuda:N or auto)."""
     console = console or Console()
     meta = checkpoint.read_meta(ckpt)
-    ann = checkpoint.load(ckpt)
+    ann = checkpoint.load(ckpt).to(resolve_device(device))
     if ann.config.kind != "ann":
         raise UsageError(f"{ckpt} holds an SNN; convert takes an ANN checkpoint (robustsnn train --kind ann)")
     if calib_batch_size < 1 or eval_images < 0:
@@ -119,6 +123,7 @@ def register(app: typer.Typer) -> None:
         data_dir: Optional[str] = typer.Option(None, help="Folder holding the data set files."),
         seed: int = typer.Option(0, help="Seed of the calibration batches."),
         eval_images: int = typer.Option(1000, help="Test images for the ANN-vs-SNN accuracy line (0 = skip)."),
+        device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
     ):
         """Convert an ANN checkpoint into an SNN: weight copy, threshold balancing, BN adaptation."""
         console = Console()
@@ -128,7 +133,7 @@ def register(app: typer.Typer) -> None:
             scale=scale, calib_batches=calib_batches, calib_batch_size=calib_batch_size,
             learn_threshold=learn_threshold, threshold_floor=threshold_floor, bn_adapt=bn_adapt,
             bias_correction=bias_correction, data=data, data_dir=data_dir, seed=seed, eval_images=eval_images,
-            command=command, console=console,
+            command=command, console=console, device=device,
         )
         t = Table("spiking layer", "threshold")
         for layer, theta in summary["thresholds"].items():

@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from .. import distributed as D
 from ..pipeline import PipelineConfig, run_pipeline
 from .config_file import merge_options, read_config
 
@@ -46,6 +47,7 @@ def register(app: typer.Typer) -> None:
         eval_n: Optional[int] = typer.Option(None, help="Test images of the evaluation."),
         efficiency_n: Optional[int] = typer.Option(None, help="Test images of the spike-rate / energy measurement."),
         seed: Optional[int] = typer.Option(None),
+        device: Optional[str] = typer.Option(None, help="cpu (default), cuda, cuda:N or auto; under torchrun each rank's GPU."),
         restart: bool = typer.Option(False, "--restart", help="Delete the run directory first."),
         no_progress: bool = typer.Option(False, "--no-progress"),
     ):
@@ -54,10 +56,12 @@ def register(app: typer.Typer) -> None:
         flags["ann_checkpoint"] = ann
         opts = merge_options(asdict(PipelineConfig()), read_config(config), flags)
         cfg = PipelineConfig.from_dict(opts)
-        if restart and out.exists():
+        D.setup(cfg.device)  # under torchrun every rank runs the stages, rank 0 writes
+        if restart and out.exists() and D.is_main():
             shutil.rmtree(out)
+        D.barrier()
         command = "robustsnn " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        console = Console()
+        console = Console(quiet=not D.is_main())
         state = run_pipeline(cfg, out, command=command, progress=not no_progress, console=console)
         for s in state["stages"]:
             extra = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in s.items()

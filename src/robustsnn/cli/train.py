@@ -11,6 +11,7 @@ import torch
 import typer
 from rich.console import Console
 
+from .. import distributed as D
 from ..data import dataset_info, load_dataset
 from ..errors import UsageError
 from ..models import build
@@ -61,6 +62,7 @@ TRAIN_DEFAULTS: dict = {
     "objective_params": {},
     "parseval": 0.0,
     "device": "cpu",
+    "sync_bn": False,
     "eval_preset": None,
     "eval_eps": "0.1",
     "eval_n": 1000,
@@ -97,7 +99,8 @@ def train_from_options(o: dict, *, resume: bool = False, progress: bool = True, 
 
     Returns a summary dict: out directory, history and the final full-test-set accuracy.
     """
-    console = console or Console()
+    D.setup(o["device"])  # under torchrun: join the process group before anything prints
+    console = console or Console(quiet=not D.is_main())
     _check_ranges(o)
     info = dataset_info(o["dataset"])
     train_set = load_dataset(o["dataset"], "train", data_dir=o["data_dir"])
@@ -139,6 +142,7 @@ def train_from_options(o: dict, *, resume: bool = False, progress: bool = True, 
         objective_params=objective_params(o),
         parseval=float(o["parseval"] or 0.0),
         device=o["device"],
+        sync_bn=bool(o.get("sync_bn")),
     )
     make_objective(config.objective, **config.objective_params)  # fail fast on a bad option
     out = Path(o["out"])
@@ -236,7 +240,8 @@ def register(app: typer.Typer) -> None:
         mppd: Optional[float] = typer.Option(None, help="rho: weight of the MPPD regulariser (0 = off)."),
         mppd_layers: Optional[str] = typer.Option(None, help="MPPD layers: last (default), all, or indices '0,2'."),
         parseval: Optional[float] = typer.Option(None, help="Parseval retraction beta after each step (0 = off; forces weight decay 0)."),
-        device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N or auto."),
+        device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N or auto (under torchrun: each rank's GPU)."),
+        sync_bn: Optional[bool] = typer.Option(None, "--sync-bn/--no-sync-bn", help="Under torchrun: batch norm with the statistics of the global batch."),
         eval_preset: Optional[str] = typer.Option(None, help="After training, evaluate with these presets, comma-separated (fgsm, quick, standard, ...)."),
         eval_eps: Optional[str] = typer.Option(None, help="Budgets of that evaluation, e.g. 0.1 or 0.05,0.1."),
         eval_n: Optional[int] = typer.Option(None, help="Test images of that evaluation (first N)."),
