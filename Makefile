@@ -37,6 +37,7 @@ test-slow: setup
 
 bench: setup
 	$(PY) benchmarks/neuron_speed.py
+	$(PY) benchmarks/speed.py
 
 # on a machine with a CUDA GPU: one short epoch on the GPU, then CPU-vs-GPU outputs on the same weights
 gpu-check: setup

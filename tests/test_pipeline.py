@@ -43,6 +43,12 @@ def test_pipeline_runs_every_stage_and_resumes_after_a_kill(tmp_path):
     assert (tmp_path / "report.html").exists() and (tmp_path / "efficiency.json").exists()
 
 
+def test_stop_after_a_stage_that_finished_earlier_stops_there(tmp_path):
+    run_pipeline(_tiny(), tmp_path, progress=False, stop_after="ann")
+    state = run_pipeline(_tiny(), tmp_path, progress=False, stop_after="ann")
+    assert [s["name"] for s in state["stages"]] == ["ann"]
+
+
 def test_changed_settings_are_not_mixed_into_an_old_run(tmp_path):
     run_pipeline(_tiny(), tmp_path, progress=False, stop_after="ann")
     with pytest.raises(UsageError, match="other settings"):

@@ -26,6 +26,7 @@ from torch import nn
 from . import __version__
 from . import distributed as D
 from .io import jsonable
+from .precision import autocast, check_precision
 from .attacks.base import check_eps, check_norm
 from .attacks.diagnostics import (
     Diagnostics,
@@ -279,6 +280,7 @@ def evaluate(
     warn: bool = True,
     cache_dir: str | Path | None = None,
     distributed: bool | None = None,
+    precision: str = "fp32",
 ) -> EvalResult:
     """Evaluate the adversarial robustness of ``model`` on ``data``.
 
@@ -319,9 +321,22 @@ def evaluate(
             per-sample verdicts and breaker records equal one process's, and every rank
             returns the full result (let rank 0 save it). Calibration and diagnostics, on
             ``calibration_size`` samples, run on every rank.
+        precision: ``"fp32"`` or ``"bf16"`` (autocast of every forward pass,
+            :mod:`robustsnn.precision`; its members are cached apart from fp32 ones).
     Returns:
         :class:`EvalResult` (``.robust_acc``, ``.results``, ``.warnings``, ``.save(path)``).
     """
+    if check_precision(precision) != "fp32":
+        args = {k: v for k, v in locals().items() if k != "args"}
+        args["precision"] = "fp32"
+        if cache_dir is not None:
+            args["cache_dir"] = Path(cache_dir) / precision
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        with autocast(precision, device):
+            res = evaluate(**args)
+        res.notes.append(f"precision {precision}: forward passes under autocast (neurons integrate in float32)")
+        res.settings["precision"] = precision
+        return res
     t_all = time.perf_counter()
     from .estimators import Estimator
     from .interop import SLOT_REFUSES, supports, wrap

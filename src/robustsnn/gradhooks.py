@@ -36,7 +36,7 @@ import math
 
 import torch
 
-from .neurons import _forward_loop
+from .neurons import _run_forward
 from .surrogates import Surrogate, surrogate_grad
 
 __all__ = ["SpikeHook", "PDSG", "ASSG", "HART", "RGA", "hooked_spike", "pdsg_sigma", "rga_slope"]
@@ -191,7 +191,7 @@ class _HookedSpike(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, current, threshold, gain, lam, soft, detach_reset, hook, init=0.0):
-        spikes, membrane = _forward_loop(current, threshold, gain, lam, soft, True, init)
+        spikes, membrane, _ = _run_forward(current, threshold, gain, lam, soft, True, init)
         drive = current if gain is None else current * gain.view(-1, *([1] * (current.dim() - 1)))
         sg = hook.derivative(membrane - threshold, drive, lam, threshold)
         need_current = gain is not None and ctx.needs_input_grad[2]

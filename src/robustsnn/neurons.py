@@ -23,8 +23,12 @@ IF neurons, so that a constant input :math:`a \le \theta` gives
 The whole time loop is one autograd operation (:class:`_MultiStepSpike`): the
 forward saves only the membrane potentials :math:`m` (and :math:`I` when the
 gain needs a gradient); the backward runs the exact reverse-time recursion
-with the surrogate derivative in place of :math:`dH/du`. No state survives a
-call: two identical calls give identical outputs.
+with the surrogate derivative in place of :math:`dH/du`. On the CPU both run as
+one call of a compiled C++/OpenMP kernel (:mod:`robustsnn.kernels`, built on
+first use; ``ROBUSTSNN_KERNEL=torch`` forces the pure-PyTorch loop, which is also
+the fallback where the kernel cannot build): same spikes bit for bit, same
+gradients up to summation order. No state survives a call: two identical calls
+give identical outputs.
 
 Gradient modes (set per neuron by :func:`robustsnn.estimators.estimator`):
 
@@ -43,6 +47,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 from torch import nn
 
+from . import kernels
 from .surrogates import Surrogate, layer_width, parse_surrogate, surrogate_grad
 
 __all__ = [
@@ -162,20 +167,54 @@ def _forward_loop(current, threshold, gain, lam, soft, keep_membrane, init=0.0):
     return spikes, membrane
 
 
+def _kernel_input(current):
+    """(contiguous base, broadcast) for the compiled kernel: a current repeated over time
+    (stride 0 along T, direct encoding) is passed once, [N], instead of T copies."""
+    T = current.shape[0]
+    if T > 1 and current.stride(0) == 0:
+        return current[0].contiguous().reshape(-1), True
+    return current.contiguous().reshape(T, -1), False
+
+
+def _run_forward(current, threshold, gain, lam, soft, keep_membrane, init=0.0):
+    """As :func:`_forward_loop`, in one call of the compiled kernel where it runs (else the loop).
+
+    Returns (spikes shaped like ``current``, membrane [T, ...] or None, kernel input or None).
+    """
+    mod = kernels.get() if kernels.supports(current) else None
+    if mod is None or current.dim() < 1 or (gain is not None and gain.dtype != current.dtype):
+        spikes, membrane = _forward_loop(current, threshold, gain, lam, soft, keep_membrane, init)
+        return spikes, membrane, None
+    base, bcast = _kernel_input(current)
+    th = threshold.detach()
+    v0 = float(th * init) if init else 0.0
+    g = None if gain is None else gain.detach()
+    spikes, membrane = mod.forward(base, current.shape[0], bcast, float(th), g, float(lam), soft, bool(init), v0,
+                                   keep_membrane, kernels.fused_update())
+    spikes = spikes.view(current.shape)
+    membrane = membrane.view(current.shape) if keep_membrane else None
+    return spikes, membrane, (base, bcast)
+
+
 class _MultiStepSpike(torch.autograd.Function):
     """Whole-sequence spiking neuron with an exact surrogate-BPTT backward."""
 
     @staticmethod
     def forward(ctx, current, threshold, gain, lam, soft, surrogate, detach_reset, init=0.0):
-        spikes, membrane = _forward_loop(current, threshold, gain, lam, soft, True, init)
-        width = layer_width(surrogate, membrane - threshold)
+        spikes, membrane, kin = _run_forward(current, threshold, gain, lam, soft, True, init)
+        width = layer_width(surrogate, membrane - threshold) if surrogate.name == "pdsg" else surrogate.width
         need_current = gain is not None and ctx.needs_input_grad[2]
+        if need_current and kin is not None:
+            current = kin[0]  # the kernel reads the (possibly broadcast) base
         ctx.save_for_backward(membrane, threshold, gain, current if need_current else None)
         ctx.cfg = (lam, soft, surrogate, width, detach_reset, init)
+        ctx.kernel = None if kin is None else kin[1]
         return spikes
 
     @staticmethod
     def backward(ctx, grad_spikes):
+        if ctx.kernel is not None:
+            return _kernel_backward(ctx, grad_spikes)
         membrane, threshold, gain, current = ctx.saved_tensors
         lam, soft, surrogate, width, detach_reset, init = ctx.cfg
         T = membrane.shape[0]
@@ -213,12 +252,30 @@ class _MultiStepSpike(torch.autograd.Function):
         return grad_current, (grad_th if want_th else None), grad_gain, None, None, None, None, None
 
 
+def _kernel_backward(ctx, grad_spikes):
+    """Backward of :class:`_MultiStepSpike` in one call of the compiled kernel."""
+    membrane, threshold, gain, current = ctx.saved_tensors
+    lam, soft, surrogate, width, detach_reset, init = ctx.cfg
+    want_i, want_th, want_g = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+    shape = membrane.shape
+    T = shape[0]
+    mod = kernels.get()
+    gi, g_th, g_gain, gv_sum = mod.backward(
+        grad_spikes.contiguous().view(T, -1), membrane.view(T, -1), float(threshold),
+        None if gain is None else gain.detach(), current if want_g else None, bool(ctx.kernel), lam, soft,
+        detach_reset, kernels.SURROGATE_IDS[surrogate.name], float(width), float(surrogate.alpha), want_i, want_th)
+    if init and want_th:  # v[-1] = init * theta
+        g_th = g_th + init * gv_sum
+    return (gi.view(shape) if want_i else None), (g_th if want_th else None), (g_gain if want_g else None), \
+        None, None, None, None, None
+
+
 class _MultiStepSpikeBPTR(torch.autograd.Function):
     """Exact spiking forward; backward through the firing rate (BPTR)."""
 
     @staticmethod
     def forward(ctx, current, threshold, gain, lam, soft, init=0.0):
-        spikes, _ = _forward_loop(current, threshold, gain, lam, soft, False, init)
+        spikes = _run_forward(current, threshold, gain, lam, soft, False, init)[0]
         ctx.save_for_backward((spikes.mean(0) > 0).to(current.dtype), gain)
         return spikes
 
@@ -314,8 +371,11 @@ class SpikingNeuron(nn.Module):
     def forward(self, current: torch.Tensor) -> torch.Tensor:
         """Spikes [T, B, ...] for input current [T, B, ...] (ReLU of the current in ``ann`` mode).
 
-        With ``spike_amplitude="threshold"`` the spikes are theta * s.
+        With ``spike_amplitude="threshold"`` the spikes are theta * s. A half-precision current
+        (bf16/fp16 autocast) is integrated in float32 and the spikes are returned in its dtype.
         """
+        if current.dtype in (torch.bfloat16, torch.float16):
+            return self.forward(current.float()).to(current.dtype)
         if self.config.spike_amplitude == "threshold" and self.grad_mode.mode != "ann":
             return self._spikes(current) * self.effective_threshold().to(current.dtype)
         return self._spikes(current)
@@ -337,8 +397,8 @@ class SpikingNeuron(nn.Module):
             current.requires_grad or theta.requires_grad or (gain is not None and gain.requires_grad)
         )
         if not needs_grad:  # inference: no saved membrane, no autograd node
-            return _forward_loop(current, theta.to(current.dtype), gain, cfg.lam, cfg.reset == "soft", False,
-                                 cfg.init_potential)[0]
+            return _run_forward(current, theta.to(current.dtype), gain, cfg.lam, cfg.reset == "soft", False,
+                                cfg.init_potential)[0]
         if gm.hook is not None:
             from .gradhooks import hooked_spike
 

@@ -451,6 +451,8 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, command: str | None
     for stage in stages:
         if state.done(stage):
             console.print(f"[dim]stage {stage}: done earlier, skipped[/]")
+            if stop_after == stage:
+                break
             continue
         console.print(f"[bold]stage {stage}[/]")
         t0 = time.perf_counter()

@@ -112,6 +112,7 @@ def register(app: typer.Typer) -> None:
         diagnostics: bool = typer.Option(True, "--diagnostics/--no-diagnostics", help="Gradient-masking checks."),
         calibration_size: int = typer.Option(64, help="Samples for estimator calibration and diagnostics."),
         device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N or auto (default cpu; under torchrun: each rank's GPU)."),
+        precision: str = typer.Option("fp32", help="fp32 (default) or bf16 (autocast; neurons stay fp32)."),
         cache: Optional[Path] = typer.Option(None, "--cache", help="Keep finished members here so a killed run resumes and a longer preset reuses them (default: eval-cache/ next to --out)."),
         no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the member cache."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No live progress bar."),
@@ -124,6 +125,7 @@ def register(app: typer.Typer) -> None:
         from ..attacks.presets import get_preset
         from ..data import dataset_info
         from ..evaluate import evaluate
+        from ..precision import check_precision
 
         dev = D.setup(device or "cpu")  # under torchrun: join the group; the attacks are split across the ranks
         console = Console(quiet=not D.is_main())
@@ -132,6 +134,7 @@ def register(app: typer.Typer) -> None:
             get_preset(preset)
         except ValueError as e:
             raise UsageError(str(e)) from None
+        check_precision(precision)
         eps_list = _eps_values(eps)
         if n < 1 or batch_size < 1:
             raise UsageError(f"--n and --batch-size must be >= 1, got {n} and {batch_size}")
@@ -172,7 +175,7 @@ def register(app: typer.Typer) -> None:
             preset=preset, eps=eps_list, norm=norm, n=n, batch_size=batch_size, seed=seed, votes=votes, eot=eot,
             early_exit=early_exit, diagnostics=diagnostics, calibration_size=calibration_size,
             transfer_from=transfer_from, command=command, dataset=info.name, warn=False,
-            cache_dir=None if no_cache else (cache or out_path.parent / CACHE_DIRNAME),
+            cache_dir=None if no_cache else (cache or out_path.parent / CACHE_DIRNAME), precision=precision,
         )
         try:
             if no_progress or not D.is_main():

@@ -15,6 +15,7 @@ from .. import distributed as D
 from ..data import dataset_info, load_dataset
 from ..errors import UsageError
 from ..models import build
+from ..precision import check_precision
 from ..train import TrainConfig, accuracy, fit, make_objective
 from .config_file import merge_options, read_config
 
@@ -63,6 +64,7 @@ TRAIN_DEFAULTS: dict = {
     "parseval": 0.0,
     "device": "cpu",
     "sync_bn": False,
+    "precision": "fp32",
     "eval_preset": None,
     "eval_eps": "0.1",
     "eval_n": 1000,
@@ -92,6 +94,7 @@ def objective_params(o: dict) -> dict:
 def _check_ranges(o: dict) -> None:
     if int(o["time_steps"]) < 1:
         raise UsageError(f"time_steps must be >= 1, got {o['time_steps']}")
+    check_precision(o.get("precision") or "fp32")
 
 
 def train_from_options(o: dict, *, resume: bool = False, progress: bool = True, command: str | None = None, console: Console | None = None) -> dict:
@@ -143,6 +146,7 @@ def train_from_options(o: dict, *, resume: bool = False, progress: bool = True, 
         parseval=float(o["parseval"] or 0.0),
         device=o["device"],
         sync_bn=bool(o.get("sync_bn")),
+        precision=o["precision"],
     )
     make_objective(config.objective, **config.objective_params)  # fail fast on a bad option
     out = Path(o["out"])
@@ -183,7 +187,7 @@ def _evaluate_after_training(model, test_set, o: dict, out: Path, command: str |
         console.print(f"evaluating: {name}, eps {', '.join(f'{e:g}' for e in eps)}, first {o['eval_n']} test images")
         kwargs = dict(eps=eps, n=int(o["eval_n"]), seed=int(o["seed"]), command=command,
                       dataset=test_set.info.name, warn=False, diagnostics=i == len(names) - 1,
-                      cache_dir=out / CACHE_DIRNAME)
+                      cache_dir=out / CACHE_DIRNAME, precision=o["precision"])
         if name == "fgsm":
             res = evaluate(model.eval(), test_set, members=[Member("fgsm")], **kwargs)
         else:
@@ -242,6 +246,8 @@ def register(app: typer.Typer) -> None:
         parseval: Optional[float] = typer.Option(None, help="Parseval retraction beta after each step (0 = off; forces weight decay 0)."),
         device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N or auto (under torchrun: each rank's GPU)."),
         sync_bn: Optional[bool] = typer.Option(None, "--sync-bn/--no-sync-bn", help="Under torchrun: batch norm with the statistics of the global batch."),
+        device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N or auto."),
+        precision: Optional[str] = typer.Option(None, help="fp32 (default) or bf16 (autocast; neurons stay fp32)."),
         eval_preset: Optional[str] = typer.Option(None, help="After training, evaluate with these presets, comma-separated (fgsm, quick, standard, ...)."),
         eval_eps: Optional[str] = typer.Option(None, help="Budgets of that evaluation, e.g. 0.1 or 0.05,0.1."),
         eval_n: Optional[int] = typer.Option(None, help="Test images of that evaluation (first N)."),

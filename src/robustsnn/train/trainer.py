@@ -40,6 +40,7 @@ from .. import distributed as D
 from ..data import ArrayDataset, batches, num_batches
 from ..errors import CheckpointError, RobustSNNError, UsageError
 from ..io import atomic_write_json
+from ..precision import autocast, check_precision
 from ..sparsity import apply_masks
 from .objectives import Objective, make_objective
 from .parseval import ParsevalStep
@@ -72,6 +73,8 @@ class TrainConfig:
             means each rank's own GPU).
         sync_bn: under DDP, normalise with the statistics of the global batch
             (:class:`robustsnn.distributed.SyncBatchNorm`) instead of each rank's slice.
+        precision: ``"fp32"`` (default) or ``"bf16"`` (autocast of the forward passes,
+            :mod:`robustsnn.precision`).
     """
 
     epochs: int = 1
@@ -89,8 +92,10 @@ class TrainConfig:
     parseval: float = 0.0
     device: str = "cpu"
     sync_bn: bool = False
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        self.precision = check_precision(self.precision)
         if self.device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         if self.parseval < 0:
@@ -255,7 +260,7 @@ def fit(
                 for group in opt.param_groups:
                     group["lr"] = cosine_lr(config.lr, step, total_steps)
                 share = D.split_batch(min(config.batch_size, len(train_data) - i * config.batch_size)) if world > 1 else None
-                with D.batch_share(share):
+                with D.batch_share(share), autocast(config.precision, config.device):
                     loss, logits = objective(net, x, y)
                 opt.zero_grad(set_to_none=True)
                 (loss * share.weight if share is not None else loss).backward()
@@ -282,7 +287,8 @@ def fit(
             if world > 1:
                 entry["ranks"], entry["batch_per_rank"] = world, per_rank
             if test_data is not None:
-                entry["test_acc"] = accuracy(model, test_data)
+                with autocast(config.precision, config.device):
+                    entry["test_acc"] = accuracy(model, test_data)
                 entry["test_images"] = len(test_data)
             history.append(entry)
             if main:
