@@ -246,7 +246,6 @@ def register(app: typer.Typer) -> None:
         parseval: Optional[float] = typer.Option(None, help="Parseval retraction beta after each step (0 = off; forces weight decay 0)."),
         device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N or auto (under torchrun: each rank's GPU)."),
         sync_bn: Optional[bool] = typer.Option(None, "--sync-bn/--no-sync-bn", help="Under torchrun: batch norm with the statistics of the global batch."),
-        device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N or auto."),
         precision: Optional[str] = typer.Option(None, help="fp32 (default) or bf16 (autocast; neurons stay fp32)."),
         eval_preset: Optional[str] = typer.Option(None, help="After training, evaluate with these presets, comma-separated (fgsm, quick, standard, ...)."),
         eval_eps: Optional[str] = typer.Option(None, help="Budgets of that evaluation, e.g. 0.1 or 0.05,0.1."),
