@@ -25,6 +25,8 @@ demo: setup
 	robustsnn info $(RUN_DIR)/model
 
 test: setup browser
+	# optional peers for tests/test_interop.py, never package dependencies (they would pull another torch)
+	$(PY) -m pip install -q --no-deps spikingjelly==2.0.0 snntorch==1.0.0 nirtorch==2.6 loguru
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-browser: setup browser

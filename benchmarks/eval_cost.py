@@ -1,7 +1,15 @@
-"""Cost of the standard ensemble (PGD-20 x 19 estimators) with early exit vs every member on every sample.
+"""Cost of the evaluation presets, and of early exit vs every member on every sample.
 
-    python benchmarks/eval_cost.py                       # tiny SNN trained on the spot
+    python benchmarks/eval_cost.py --presets quick,pgd-ens,standard,strongest --n 200
+    python benchmarks/eval_cost.py --presets pgd-ens,strongest,autoattack --ckpt RUN/model --n 200
+    python benchmarks/eval_cost.py                       # early exit vs every member, tiny SNN
     python benchmarks/eval_cost.py --ckpt runs/train/model --n 200 --eps 0.03,0.1
+
+``--presets``: one ``robustsnn.evaluate`` per preset on the same images (diagnostics
+off), printing robust accuracy, seconds and the cost ratio against pgd-ens, then
+every member of the last ordered preset (``strongest``) with its seconds, and
+whether ``strongest`` is at or below every other preset on those images. Default
+checkpoint: results/fmnist/lif_rfgsm_parseval_mppd1/model (a robust Fashion-MNIST SNN).
 
 Early exit only attacks samples that no earlier member broke; running every
 member on every sample gives the same verdicts for our own attacks (their randomness
@@ -15,11 +23,69 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 
 from robustsnn.attacks import Ensemble, preset_members
 from robustsnn.attacks.toy import toy_data, trained_toy_model
+
+
+ROBUST_CKPT = Path(__file__).resolve().parent.parent / "results/fmnist/lif_rfgsm_parseval_mppd1/model"
+
+
+def _load(ckpt: str, n: int):
+    from robustsnn import checkpoint
+    from robustsnn.data import load_dataset
+
+    model = checkpoint.load(ckpt)
+    ds = load_dataset(checkpoint.read_meta(ckpt).get("dataset") or "fashion-mnist", "test")
+    return model, ds.images[:n].float() / 255, ds.labels[:n]
+
+
+def compare_presets(args) -> None:
+    """One evaluate() per preset on the same images; robust accuracy, seconds, ratio vs pgd-ens."""
+    import warnings
+
+    import robustsnn
+
+    ckpt = args.ckpt or str(ROBUST_CKPT)
+    model, x, y = _load(ckpt, args.n)
+    eps = float(args.eps.split(",")[0])
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    print(f"model: {ckpt}; n={len(y)}; eps={eps:g}; threads={torch.get_num_threads()}")
+    rows, results = [], {}
+    for p in presets:
+        t = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = robustsnn.evaluate(model, (x, y), preset=p, eps=eps, n=args.n, diagnostics=False,
+                                     batch_size=args.batch_size, seed=args.seed)
+        sec = time.perf_counter() - t
+        results[p] = res
+        rows.append({"preset": p, "robust_acc": res.robust_acc, "seconds": sec, "clean_acc": res.clean_acc})
+        print(f"  {p}: robust {res.robust_acc:.1%} in {sec:.1f} s", flush=True)
+    base = next((r["seconds"] for r in rows if r["preset"] == "pgd-ens"), None)
+    print(f"{'preset':<12} {'robust':>8} {'seconds':>9} {'x pgd-ens':>10}")
+    for r in rows:
+        r["ratio_vs_pgd_ens"] = r["seconds"] / base if base else None
+        ratio = f"{r['ratio_vs_pgd_ens']:.2f}" if base else "-"
+        print(f"{r['preset']:<12} {r['robust_acc']:>8.1%} {r['seconds']:>9.1f} {ratio:>10}")
+    if "strongest" in results:
+        res = results["strongest"]
+        print("strongest, member by member (seconds over both phases; cal = calibration batch):")
+        for m in res.results[0].members:
+            cal = m.get("calibration") or {}
+            tag = "  (dropped after calibration)" if cal.get("pruned") else ""
+            print(f"  {m['label']:<44} attacked {m['attacked']:>5}  broke {m['broke']:>4}  {m['seconds']:>8.1f} s"
+                  f"  cal broke {cal.get('broke', 0)}{tag}")
+        for p, other in results.items():
+            if p != "strongest":
+                ok = res.robust_acc <= other.robust_acc + 1e-12
+                print(f"strongest {res.robust_acc:.1%} {'<=' if ok else '>'} {p} {other.robust_acc:.1%}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"source": ckpt, "n": len(y), "eps": eps, "rows": rows}, f, indent=2)
 
 
 def main() -> None:
@@ -30,7 +96,12 @@ def main() -> None:
     ap.add_argument("--preset", default="standard")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--json", help="also write the numbers to this file")
+    ap.add_argument("--presets", help="compare these presets (comma-separated) with one evaluate() each")
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if args.presets:
+        compare_presets(args)
+        return
 
     if args.ckpt:
         from robustsnn import checkpoint

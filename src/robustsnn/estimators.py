@@ -11,6 +11,14 @@ Modes:
 * ``bptr``: backprop through rate (SNN-RAT).
 * ``ann``: ANN proxy; value from the exact SNN, gradient from the same weights
   with ReLU in place of the spiking neurons.
+* ``assg``: adaptive-sharpness surrogate (ASSG, arXiv 2512.22522), per neuron and
+  step from running statistics of |u| over the attack's iterations.
+* ``hart``: HART's time-averaged gradient with the temporal path cut (ICLR 2024),
+  triangle width gamma in units of the threshold.
+* ``rga``: rate gradient approximation (RGA, CVPR 2023).
+
+The last three run through :mod:`robustsnn.gradhooks`; the ``pdsg`` surrogate
+(CVPR 2025) is a bptt surrogate (``"pdsg"``, ``"bptt:pdsg"``).
 
 On an ANN every mode is the ordinary gradient. Attacks never need to know.
 """
@@ -19,46 +27,83 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
+
+import torch
 
 from torch import nn
 
+from .gradhooks import HOOK_MODES
 from .neurons import GradMode, SpikingNeuron
 from .surrogates import Surrogate, parse_surrogate
 
-__all__ = ["Estimator", "estimator", "MODES", "SEED_ESTIMATORS", "parse_estimator"]
+__all__ = ["Estimator", "estimator", "MODES", "SEED_ESTIMATORS", "parse_estimator", "proxy_forward"]
 
-MODES = ("bptt", "bptr", "ann")
+MODES = ("bptt", "bptr", "ann", *HOOK_MODES)
 
 
 @dataclass(frozen=True)
 class Estimator:
-    """A named gradient estimator: ``mode`` plus, for bptt, a surrogate (None = each neuron's own)."""
+    """A named gradient estimator: ``mode`` plus, for bptt, a surrogate (None = each neuron's own).
+
+    ``options``: keyword arguments of a hook mode's :class:`~robustsnn.gradhooks.SpikeHook`
+    as sorted ``(name, value)`` pairs, e.g. ``(("gamma", 0.5),)`` for ``hart``.
+    """
 
     mode: str = "bptt"
     surrogate: Surrogate | None = None
+    options: tuple = ()
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown estimator mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        opts = tuple(sorted((str(k), float(v)) for k, v in dict(self.options).items()))
+        if self.mode in HOOK_MODES:
+            try:
+                HOOK_MODES[self.mode](**dict(opts))
+            except TypeError as err:
+                raise ValueError(f"bad options for estimator {self.mode!r}: {err}") from None
+        elif opts:
+            raise ValueError(f"estimator {self.mode!r} takes no options, got {dict(opts)}")
+        object.__setattr__(self, "options", opts)
 
     def label(self) -> str:
-        """E.g. ``bptt:triangle(w=1)``, ``bptr``, ``ann``, ``bptt:default``."""
+        """E.g. ``bptt:triangle(w=1)``, ``bptr``, ``ann``, ``bptt:default``, ``hart(gamma=0.5)``."""
+        if self.mode in HOOK_MODES:
+            return self.mode + (f"({','.join(f'{k}={v:g}' for k, v in self.options)})" if self.options else "")
         if self.mode != "bptt":
             return self.mode
         return "bptt:" + (self.surrogate.label() if self.surrogate else "default")
 
+    def hook(self):
+        """A fresh :class:`~robustsnn.gradhooks.SpikeHook` for one neuron (hook modes), else None."""
+        return HOOK_MODES[self.mode](**dict(self.options)) if self.mode in HOOK_MODES else None
+
     def to_dict(self) -> dict:
-        return {"mode": self.mode, "surrogate": self.surrogate.to_dict() if self.surrogate else None}
+        d = {"mode": self.mode, "surrogate": self.surrogate.to_dict() if self.surrogate else None}
+        if self.options:
+            d["options"] = dict(self.options)
+        return d
+
+
+#: The single option a hook mode's spec string sets: ``"hart:0.5"``, ``"assg:0.4"``, ``"rga:0.2"``.
+_HOOK_FIRST_OPTION = {"assg": "A", "hart": "gamma", "rga": "gamma"}
 
 
 def parse_estimator(spec: "str | Estimator") -> Estimator:
-    """``"bptr"``, ``"ann"``, ``"bptt"``, ``"triangle:0.5"``, ``"bptt:exp-d:2"`` -> :class:`Estimator`."""
+    """``"bptr"``, ``"ann"``, ``"bptt"``, ``"triangle:0.5"``, ``"bptt:exp-d:2"``, ``"hart:0.5"``, ``"assg"``, ``"rga"`` -> :class:`Estimator`."""
     if isinstance(spec, Estimator):
         return spec
     s = spec.strip().lower()
-    if s in ("bptr", "ann", "bptt"):
+    if s in ("bptr", "ann", "bptt", *HOOK_MODES):
         return Estimator(s)
+    head, _, value = s.partition(":")
+    if head in HOOK_MODES:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"estimator {spec!r}: expected {head}:<{_HOOK_FIRST_OPTION[head]}>, a number") from None
+        return Estimator(head, None, ((_HOOK_FIRST_OPTION[head], number),))
     if s.startswith("bptt:"):
         s = s[5:]
     return Estimator("bptt", parse_surrogate(s))
@@ -108,8 +153,31 @@ def estimator(
     saved = [n.grad_mode for n in neurons]
     try:
         for n in neurons:
-            n.grad_mode = GradMode(est.mode, est.surrogate)
+            hook = est.hook()  # one per neuron: ASSG keeps running statistics per layer
+            n.grad_mode = GradMode("bptt", est.surrogate, hook) if hook is not None else GradMode(est.mode, est.surrogate)
         yield est
     finally:
         for n, g in zip(neurons, saved):
             n.grad_mode = g
+
+
+def proxy_forward(neurons: Sequence[SpikingNeuron], run: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``run()``, except under the ANN proxy: the exact SNN's value with the ReLU twin's gradient.
+
+    ``neurons``: the model's spiking layers. If they are in ``ann`` mode, ``run`` is called
+    twice: once as is (ReLU neurons, with gradient) and once with the neurons spiking (no
+    gradient); the result is ``exact + (proxy - proxy.detach())``.
+    """
+    if not neurons or neurons[0].grad_mode.mode != "ann":
+        return run()
+    proxy = run()
+    saved = [n.grad_mode for n in neurons]
+    try:
+        for n in neurons:
+            n.grad_mode = GradMode("bptt")
+        with torch.no_grad():
+            exact = run()
+    finally:
+        for n, g in zip(neurons, saved):
+            n.grad_mode = g
+    return exact + (proxy - proxy.detach())

@@ -40,7 +40,8 @@ from .attacks.diagnostics import (
 )
 from .attacks.ensemble import Ensemble, Member, as_member
 from .attacks.eot import default_eot, default_votes, is_stochastic, predict
-from .attacks.presets import calibrate_estimator, get_preset, has_spiking_layers, preset_members
+from .attacks.presets import calibrate_estimator, essential_members, get_preset, has_spiking_layers, preset_members
+from .attacks.strongest import OrderedEnsemble
 from .attacks.transfer import ann_twin
 
 __all__ = ["evaluate", "EvalResult", "EpsResult", "RESULT_FORMAT"]
@@ -284,10 +285,11 @@ def evaluate(
     """Evaluate the adversarial robustness of ``model`` on ``data``.
 
     Args:
-        model: pixels [B, C, H, W] in [0, 1] -> logits [B, K]; an SNN or an ANN.
+        model: pixels [B, C, H, W] in [0, 1] -> logits [B, K]; an SNN or an ANN, ours or a
+            SpikingJelly / snnTorch network (adapted by :func:`robustsnn.interop.wrap`).
         data: ``(x, y)`` tensors (x float in [0, 1] or uint8), a robustsnn ``ArrayDataset``,
             an iterable of ``(x, y)`` batches, or a data set name (its test split).
-        preset: ``"quick"``, ``"pgd-ens"``, ``"standard"``, ``"autoattack"`` or ``"full"``
+        preset: ``"quick"``, ``"pgd-ens"``, ``"standard"``, ``"autoattack"``, ``"full"`` or ``"strongest"``
             (:mod:`robustsnn.attacks.presets`); ignored when ``members`` is given.
         eps: one budget or several (a list or ``"0.05,0.1"``), pixel units.
         norm: ``"Linf"`` or ``"L2"``.
@@ -336,6 +338,10 @@ def evaluate(
         res.settings["precision"] = precision
         return res
     t_all = time.perf_counter()
+    from .estimators import Estimator
+    from .interop import SLOT_REFUSES, supports, wrap
+
+    model = wrap(model)  # SpikingJelly / snnTorch networks: neurons as estimator modes, state reset per call
     norm = check_norm(norm)
     eps_list = _parse_eps(eps)
     for e in eps_list:
@@ -383,6 +389,14 @@ def evaluate(
         if custom:
             return list(members)
         ms = preset_members(preset_name, model, cal_est)
+        # hart and rga attacks bring their own estimator (same name)
+        kept = [m for m in ms if supports(model, m.estimator or (Estimator(m.attack) if m.attack in SLOT_REFUSES else None))]
+        if len(kept) < len(ms):
+            note = (f"{len(ms) - len(kept)} members dropped: their estimators ({', '.join(SLOT_REFUSES)}) need a layer's "
+                    "whole spike train, which this network's single-step neurons do not expose")
+            if note not in notes:
+                notes.append(note)
+            ms = kept
         if source is None and any(m.attack == "transfer" for m in ms):
             ms = [m for m in ms if m.attack != "transfer"]
             if "transfer: no source model (an ANN target has no twin); pass transfer_from" not in notes:
@@ -422,17 +436,22 @@ def evaluate(
             cal_est = None
             if needs_cal:
                 tick(f"eps={e:g}: calibrating the estimator on {cal_n} samples", 0.0)
-                cal = calibrate_estimator(model, x_cal, y_cal, e, norm, seed=seed, votes=votes, eot=eot)
+                cands = [est for est in SEED_ESTIMATORS if supports(model, est)]
+                k = max(1, int(round(cal_n * preset_obj.calibration_fraction)))
+                cal = calibrate_estimator(model, x_cal[:k], y_cal[:k], e, norm, estimators=cands,
+                                          steps=preset_obj.calibration_steps, seed=seed, votes=votes, eot=eot)
                 cal_est, calibration = cal.ranking, cal.to_dict()
                 tick(f"eps={e:g}: calibrated estimator {calibration['estimator']}", 1.0)
             ms = member_list(cal_est)
             if i == 0:
                 first_members = [m for m in ms if isinstance(m, Member)]
-            ens = Ensemble(
+            ordered = not custom and preset_name == "strongest" and early_exit
+            ens = (OrderedEnsemble if ordered else Ensemble)(
                 model, ms, eps=e, norm=norm, seed=seed, votes=votes, eot=eot, early_exit=early_exit,
                 batch_size=batch_size, transfer_source=source, transfer_source_name=source_name,
                 on_progress=lambda d, a, e=e: tick(f"eps={e:g}  {d}", a), cache_dir=cache_dir,
                 distributed=sharded,
+                **({"calibration_size": max(1, cal_n // 2), "essential": essential_members(ms)} if ordered else {}),
             )
             res = ens.run(x, y)
             reused = sum(r.cached for r in res.members)

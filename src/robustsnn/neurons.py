@@ -141,6 +141,8 @@ class GradMode:
 
     mode: str = "bptt"
     surrogate: Surrogate | None = None
+    #: a :class:`robustsnn.gradhooks.SpikeHook` giving the backward rule per element (ASSG, HART, RGA)
+    hook: object | None = None
 
 
 def _forward_loop(current, threshold, gain, lam, soft, keep_membrane, init=0.0):
@@ -310,6 +312,11 @@ def multistep_spike(
     Returns:
         Spikes in {0, 1}, shape [T, B, ...], dtype of ``current``.
     """
+    if surrogate.name in ("pdsg", "pdsg-batch"):  # per-channel width: the hooked kernel
+        from .gradhooks import PDSG, hooked_spike
+
+        hook = PDSG(surrogate.width, over_batch=surrogate.name == "pdsg-batch")
+        return hooked_spike(current, threshold, lam, gain, reset, hook, detach_reset, init)
     threshold = torch.as_tensor(threshold, dtype=current.dtype, device=current.device)
     return _MultiStepSpike.apply(current, threshold, gain, float(lam), reset == "soft", surrogate, detach_reset,
                                  float(init))
@@ -392,6 +399,10 @@ class SpikingNeuron(nn.Module):
         if not needs_grad:  # inference: no saved membrane, no autograd node
             return _run_forward(current, theta.to(current.dtype), gain, cfg.lam, cfg.reset == "soft", False,
                                 cfg.init_potential)[0]
+        if gm.hook is not None:
+            from .gradhooks import hooked_spike
+
+            return hooked_spike(current, theta, cfg.lam, gain, cfg.reset, gm.hook, cfg.detach_reset, cfg.init_potential)
         if gm.mode == "bptr":
             return multistep_spike_bptr(current, theta, cfg.lam, gain, cfg.reset, cfg.init_potential)
         surrogate = gm.surrogate or cfg.surrogate

@@ -15,13 +15,18 @@ rectangle       :math:`\gamma^{-1} \, 1[|u| < \gamma/2]`                    --
 ste             :math:`1`                                                   --
 sigmoid         :math:`(\alpha/\gamma)\,\mathrm{sig}(\alpha u/\gamma)(1-\mathrm{sig})`  4.0
 atan            :math:`(\alpha/2) / (1 + (\pi \alpha u / 2\gamma)^2) / \gamma`  2.0
-pdsg            Gaussian density with :math:`\sigma = \gamma \cdot \mathrm{std}(u)`  --
+pdsg            :math:`\mathcal N(u;\ \sigma/2, \sigma^2)`, :math:`\sigma = \gamma\,\mathrm{std}(m[0..t])`  --
+pdsg-batch      the same, std pooled over the batch (the paper's)                --
 ==============  ==========================================================  ==============
 
 ``sigmoid`` and ``atan`` with ``width=1`` equal SpikingJelly's shapes.
-``pdsg`` is potential-dependent: its width is scaled by the spread of the
-membrane potential of the layer it sits in (computed in the forward pass,
-treated as a constant in the backward pass).
+``pdsg`` is potential-dependent (Lun et al., CVPR 2025): a Gaussian whose
+mean sigma/2 and standard deviation sigma follow the spread of the membrane
+potentials m[0..t] up to step t, per channel (conv) or per neuron (linear),
+computed in the forward pass and constant in the backward pass
+(:class:`robustsnn.gradhooks.PDSG`). The paper pools the spread over the batch
+(``pdsg-batch``); ``pdsg`` takes it per sample, so that a verdict does not
+depend on the other samples of its batch.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import torch
 __all__ = ["Surrogate", "SURROGATES", "surrogate_grad", "parse_surrogate"]
 
 _DEFAULT_SCALE = {"exp": 1.0, "exp-d": 0.3, "sigmoid": 4.0, "atan": 2.0}
-SURROGATES = ("triangle", "exp", "exp-d", "rectangle", "ste", "sigmoid", "atan", "pdsg")
+SURROGATES = ("triangle", "exp", "exp-d", "rectangle", "ste", "sigmoid", "atan", "pdsg", "pdsg-batch")
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,6 @@ def surrogate_grad(u: torch.Tensor, surrogate: Surrogate, width: float) -> torch
         return (a / g) * sg * (1 - sg)
     if name == "atan":
         return (a / 2) / (1 + (math.pi / 2 * a * u / g) ** 2) / g
-    if name == "pdsg":
-        return torch.exp(-0.5 * (u / g) ** 2) / (g * math.sqrt(2 * math.pi))
+    if name in ("pdsg", "pdsg-batch"):  # g = sigma: N(u; sigma/2, sigma^2)
+        return torch.exp(-0.5 * ((u - 0.5 * g) / g) ** 2) / (g * math.sqrt(2 * math.pi))
     raise ValueError(f"unknown surrogate {name!r}")

@@ -7,7 +7,8 @@ and under any gradient estimator (DESIGN.md section 7)::
     x_adv = PGD(model, eps=0.1, steps=20, estimator="triangle:0.5")(x, y)
 
 APGD, FAB and Square are AutoAttack's implementations (``pyautoattack``),
-driven through our estimators.
+driven through our estimators. SA-PGD (with the ASSG estimator), HART and RGA are
+the SNN-specific attacks of the literature (:mod:`robustsnn.gradhooks`).
 """
 
 from .apgd import APGD, APGDT
@@ -17,10 +18,13 @@ from .ensemble import ATTACKS, Ensemble, EnsembleResult, Member, MemberRecord
 from .eot import EOTModel, is_stochastic, predict
 from .fab import FAB
 from .fgsm import FGSM
+from .hart import HART
 from .noise import GaussianNoise
 from .pgd import PGD
 from .presets import PRESETS, available_presets, calibrate_estimator, get_preset, preset_members
 from .rfgsm import RFGSM, RFGSMStable
+from .rga import RGA
+from .sapgd import SAPGD
 from .square import Square
 from .transfer import Transfer, ann_twin
 
@@ -33,6 +37,9 @@ __all__ = [
     "APGD",
     "APGDT",
     "FAB",
+    "SAPGD",
+    "HART",
+    "RGA",
     "Square",
     "Transfer",
     "GaussianNoise",

@@ -270,6 +270,19 @@ class Attack:
         """The attack proper; the model is already in attack mode."""
         raise NotImplementedError
 
+    def restarts_on_survivors(self, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor, restarts: int, run) -> torch.Tensor:
+        """Best images over ``restarts`` calls ``run(x, y, ids, r) -> (adv, broken)``, each on the samples not yet broken."""
+        best = x.clone()
+        todo = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        for r in range(restarts):
+            idx = todo.nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
+            adv, broken = run(x[idx], y[idx], ids[idx.cpu()], r)
+            best[idx] = adv
+            todo[idx[broken]] = False
+        return best
+
     def label(self) -> str:
         """E.g. ``pgd-20@bptt:triangle(w=1)``; no estimator suffix for black-box attacks."""
         if not self.white_box:

@@ -34,9 +34,12 @@ from .cache import MemberCache, fingerprint, next_link
 from .eot import default_votes, predict
 from .fab import FAB
 from .fgsm import FGSM
+from .hart import DEFAULT_GAMMAS, HART
 from .noise import GaussianNoise
 from .pgd import PGD
 from .rfgsm import RFGSM, RFGSMStable
+from .rga import RGA
+from .sapgd import SAPGD
 from .square import Square
 from .transfer import Transfer
 
@@ -56,7 +59,13 @@ ATTACKS: dict[str, tuple[type[Attack], dict]] = {
     "square": (Square, {}),
     "transfer": (Transfer, {}),
     "noise": (GaussianNoise, {}),
+    "sa-pgd": (SAPGD, {}),
+    "hart": (HART, {}),
+    "rga": (RGA, {}),
 }
+
+#: Default estimator of the attacks that bring their own (used when a member gives none).
+OWN_ESTIMATOR = {"sa-pgd": "assg", "rga": "rga"}
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,13 @@ class Member:
             base = f"square-{p.get('n_queries', 5000)}"
         elif self.attack == "transfer":
             return f"transfer[{p.get('source_name') or 'source'}]"
+        elif self.attack == "hart":
+            return f"hart-pgd-{p.get('steps', 10)}[gamma={','.join(f'{g:g}' for g in p.get('gammas', DEFAULT_GAMMAS))}]"
+        elif self.attack in OWN_ESTIMATOR:
+            steps = p.get("steps", 100 if self.attack == "sa-pgd" else 10)
+            base = f"sa-pgd-{steps}" if self.attack == "sa-pgd" else f"rga-pgd-{steps}"
+            base += f"x{p['restarts']}" if p.get("restarts", 1) > 1 else ""
+            return f"{base}@{(self.estimator or parse_estimator(OWN_ESTIMATOR[self.attack])).label()}"
         elif self.attack in ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "fab") and p.get("steps", 100) != 100:
             base = f"{self.attack}-{p['steps']}"
         else:
@@ -161,6 +177,8 @@ class MemberRecord:
         messages: warnings the attack emitted (e.g. AutoAttack's zero-gradient warning).
         cached: taken from the member cache (a finished earlier run), not run again;
             ``seconds`` is then the original run's time.
+        calibration: what the member did on the calibration batch of an ordered ensemble
+            (:class:`~robustsnn.attacks.strongest.OrderedEnsemble`), else None.
     """
 
     index: int
@@ -175,6 +193,7 @@ class MemberRecord:
     messages: list[str] = field(default_factory=list)
     spec: dict | None = None
     cached: bool = False
+    calibration: dict | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -260,6 +279,8 @@ class Ensemble:
         distributed: bool = False,
     ):
         self.model = model
+        #: added to sample positions to make the ids that key attack randomness (a slice of a larger set)
+        self.id_offset = 0
         self.distributed = bool(distributed) and D.active()
         self.cache_dir = cache_dir
         self.eot = eot
@@ -379,7 +400,7 @@ class Ensemble:
                 outcomes = []
                 for j in mine:
                     chunk = chunks[j]
-                    xa = attack(x[chunk], y[chunk], ids=chunk.cpu())
+                    xa = attack(x[chunk], y[chunk], ids=chunk.cpu() + self.id_offset)
                     xa = project(xa, x[chunk], self.eps, self.norm)  # the ensemble defines the threat model
                     fool = self._verdict(xa) != y[chunk]
                     if self.distributed:  # every rank folds every chunk in order after the gather

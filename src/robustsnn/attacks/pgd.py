@@ -8,7 +8,8 @@ r"""PGD-k (Madry et al. 2018): projected gradient ascent from a random start, wi
 (L2: the step is :math:`\alpha\, g / \|g\|_2`.) Default step
 :math:`\alpha = 2.5\,\epsilon / k` (DESIGN.md section 7; 1/255 for
 :math:`\epsilon = 8/255`, k = 20). Per sample, the first iterate that is
-misclassified is kept; samples broken by one restart skip the next ones.
+misclassified is kept; a sample stops as soon as it is broken (no further
+gradients spent on it), and samples broken by one restart skip the next ones.
 """
 
 from __future__ import annotations
@@ -67,16 +68,7 @@ class PGD(Attack):
         return f"{base}@{self.estimator.label() if self.estimator else 'default'}"
 
     def perturb(self, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        best = x.clone()
-        todo = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-        for r in range(self.restarts):
-            idx = todo.nonzero().squeeze(1)
-            if idx.numel() == 0:
-                break
-            adv, broken = self._run(x[idx], y[idx], ids[idx.cpu()], r)
-            best[idx] = adv
-            todo[idx[broken]] = False
-        return best
+        return self.restarts_on_survivors(x, y, ids, self.restarts, self._run)
 
     def _run(self, x, y, ids, restart):
         clean = self.logits(x) if self.loss_name == "kl" else None
@@ -84,9 +76,16 @@ class PGD(Attack):
         keep = adv.clone()
         found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         for _ in range(self.steps):
-            grad, z = self.gradient(adv, y, self.loss, clean)
-            self._remember(z, y, adv, keep, found)
-            adv = project(adv + self.alpha * step_direction(grad, self.norm), x, self.eps, self.norm)
+            # samples already broken stop: their first misclassified iterate is kept either way
+            act = (~found).nonzero().squeeze(1)
+            if act.numel() == 0:
+                return keep, found
+            xa, ya = adv[act], y[act]
+            grad, z = self.gradient(xa, ya, self.loss, None if clean is None else clean[act])
+            new = z.argmax(1) != ya
+            keep[act[new]] = xa[new]
+            found[act[new]] = True
+            adv[act] = project(xa + self.alpha * step_direction(grad, self.norm), x[act], self.eps, self.norm)
         self._remember(self.logits(adv), y, adv, keep, found)
         keep[~found] = adv[~found]
         return keep, found

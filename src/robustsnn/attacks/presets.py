@@ -14,6 +14,13 @@ autoattack  AutoAttack's standard suite (APGD-CE, APGD-T, FAB-T, Square-5000)
             under the calibrated estimator.
 full        pgd-ens + APGD-CE, APGD-DLR, APGD-T, FAB-T (calibrated estimator)
             + Square-5000 + a transfer attack + Gaussian noise.
+strongest   per-sample worst case over PGD-20 (triangle, gamma = 1), ASSG +
+            SA-PGD-100, HART (gamma 0.5, 1, 2), RGA-20, PGD-20 under PDSG, the
+            other 18 PGD_ens members, APGD-T (3 targets x 50 steps, under the
+            estimator strongest for PGD-5 on half the calibration batch) and
+            Square-1000; ordered from a calibration batch, members that break
+            nothing there dropped for the other samples
+            (:class:`~robustsnn.attacks.strongest.OrderedEnsemble`).
 ==========  =================================================================
 
 Why ``standard`` is more than PGD_ens: on an adversarially trained
@@ -52,6 +59,7 @@ __all__ = [
     "get_preset",
     "preset_members",
     "has_spiking_layers",
+    "essential_members",
     "calibrate_estimator",
     "Calibration",
 ]
@@ -69,6 +77,9 @@ class Preset:
     name: str
     description: str
     needs_calibration: bool = False
+    #: PGD steps per candidate estimator, and the share of ``calibration_size`` samples it uses
+    calibration_steps: int = 10
+    calibration_fraction: float = 1.0
 
     def members(self, calibrated: "Estimator | Sequence[Estimator] | None" = None) -> list[Member]:
         """The member specs.
@@ -122,7 +133,33 @@ def _full(cal):
     ]
 
 
-_MEMBERS = {"quick": _quick, "pgd-ens": _pgd_ens, "standard": _standard, "autoattack": _autoattack, "full": _full}
+def _strongest(cal):
+    first = Member("pgd", parse_estimator("triangle:1"), {"steps": 20})
+    adaptive = [
+        Member("sa-pgd", parse_estimator("assg"), {"steps": 100}),
+        Member("hart", None, {"steps": 10}),
+        Member("rga", parse_estimator("rga"), {"steps": 20}),
+        Member("pgd", parse_estimator("pdsg"), {"steps": 20}),
+    ]
+    rest = [m for m in _pgd_ens(cal) if m != first]
+    closing = [
+        Member("apgd-t", cal[0], {"n_target_classes": 3, "steps": 50}),
+        Member("square", None, {"n_queries": 1000}),
+    ]
+    return [first, *adaptive, *rest, *closing]
+
+
+#: Attacks of ``strongest`` that run on every sample even if the calibration batch saw them break none.
+STRONGEST_ESSENTIAL = ("sa-pgd", "apgd-t", "square")
+
+
+def essential_members(members: Sequence[Member]) -> list[int]:
+    """Indices of the members an ordered ensemble never drops (see :data:`STRONGEST_ESSENTIAL`)."""
+    return [i for i, m in enumerate(members) if isinstance(m, Member) and m.attack in STRONGEST_ESSENTIAL]
+
+
+_MEMBERS = {"quick": _quick, "pgd-ens": _pgd_ens, "standard": _standard, "autoattack": _autoattack, "full": _full,
+            "strongest": _strongest}
 
 PRESETS: dict[str, Preset] = {
     "quick": Preset("quick", "PGD-10 with the triangle surrogate (gamma=1): a smoke test"),
@@ -136,6 +173,12 @@ PRESETS: dict[str, Preset] = {
         "autoattack", "AutoAttack standard suite (APGD-CE, APGD-T, FAB-T, Square-5000) under the calibrated estimator", True
     ),
     "full": Preset("full", "pgd-ens + APGD-CE/DLR/T + FAB-T (calibrated estimator) + Square-5000 + transfer + noise", True),
+    "strongest": Preset(
+        "strongest",
+        "PGD-20, ASSG+SA-PGD, HART, RGA, PDSG, the other PGD_ens members, APGD-T (calibrated estimator) and "
+        "Square-1000, ordered from a calibration batch, idle members dropped",
+        True, calibration_steps=5, calibration_fraction=0.5,
+    ),
 }
 
 

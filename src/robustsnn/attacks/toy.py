@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["toy_data", "trained_toy_model", "GradientMaskedModel"]
+__all__ = ["toy_data", "trained_toy_model", "GradientMaskedModel", "sharp_potential_model"]
 
 
 @functools.lru_cache(maxsize=8)
@@ -70,3 +70,27 @@ class GradientMaskedModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(torch.round(x * self.levels) / self.levels)
+
+
+def sharp_potential_model(model: nn.Module, factor: float = 64.0) -> nn.Module:
+    """A copy of an SNN whose spiking layers see ``factor`` x the current and ``factor`` x the threshold.
+
+    The spikes, hence the predictions, are those of ``model`` exactly (``factor`` a power of
+    two: the scaling is exact in floating point), but every membrane potential lies
+    ``factor`` x farther from its threshold, so a fixed-width surrogate (triangle, gamma = 1)
+    sees almost no neuron inside its support and its input gradient nearly vanishes: the
+    gradient masking that adaptive estimators (ASSG, PDSG, HART's and RGA's threshold
+    units) must see through.
+    """
+    import copy
+
+    from ..neurons import SpikingNeuron
+
+    sharp = copy.deepcopy(model)
+    for m in sharp.modules():
+        if isinstance(m, SpikingNeuron):
+            with torch.no_grad():
+                m.threshold.mul_(factor)
+            m.config = m.config.with_(threshold_floor=m.config.threshold_floor * factor)
+            m.register_forward_pre_hook(lambda _m, args, f=float(factor): (args[0] * f, *args[1:]))
+    return sharp.eval()

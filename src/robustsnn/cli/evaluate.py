@@ -2,6 +2,10 @@
 
     robustsnn evaluate runs/train/model --preset standard --eps 0.1 --n 1000
     robustsnn evaluate runs/train/model --eps 0.05,0.1 --eps 0.2 --out result.json
+    robustsnn evaluate --model-file my_net.py:build --data fashion-mnist --preset strongest
+
+``--model-file script.py:factory`` evaluates any PyTorch network the script builds
+(SpikingJelly and snnTorch networks are adapted: robustsnn.interop).
 
 Prints a table per budget (clean, each member's running accuracy, the
 ensemble's worst case), the diagnostics, and writes every number to a JSON file.
@@ -90,8 +94,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("evaluate")
     def evaluate_cmd(
-        ckpt: Path = typer.Argument(..., help="Checkpoint directory (or a run directory holding model/)."),
-        preset: str = typer.Option("standard", "--preset", "-p", help="quick, pgd-ens, standard, autoattack or full (see robustsnn.attacks.presets)."),
+        ckpt: Optional[Path] = typer.Argument(None, help="Checkpoint directory (or a run directory holding model/)."),
+        model_file: Optional[str] = typer.Option(None, "--model-file", help="script.py:factory building the network to evaluate (SpikingJelly, snnTorch or PyTorch), instead of a checkpoint."),
+        preset: str = typer.Option("standard", "--preset", "-p", help="quick, pgd-ens, standard, autoattack, full or strongest (see robustsnn.attacks.presets)."),
         eps: List[str] = typer.Option(["0.1"], "--eps", "-e", help="Budget(s) in pixel units; repeat or comma-separate: --eps 0.05,0.1 (8/255 works)."),
         norm: str = typer.Option("Linf", help="Linf or L2."),
         n: int = typer.Option(1000, "--n", "-n", help="Evaluate the first N test images."),
@@ -133,8 +138,16 @@ def register(app: typer.Typer) -> None:
         eps_list = _eps_values(eps)
         if n < 1 or batch_size < 1:
             raise UsageError(f"--n and --batch-size must be >= 1, got {n} and {batch_size}")
-        meta = checkpoint.read_meta(ckpt)
-        model = checkpoint.load(ckpt)
+        if (ckpt is None) == (model_file is None):
+            raise UsageError("give a checkpoint or --model-file script.py:factory (one of them)")
+        if model_file is not None:
+            from ..interop import load_model_file, wrap
+
+            meta, model = {}, wrap(load_model_file(model_file))
+            ckpt = Path(model_file.rpartition(":")[0]).parent / "model"
+        else:
+            meta = checkpoint.read_meta(ckpt)
+            model = checkpoint.load(ckpt)
         if device:
             try:
                 model = model.to(dev)
@@ -142,8 +155,8 @@ def register(app: typer.Typer) -> None:
                 raise UsageError(f"--device {device}: {e}") from None
         name = data or meta.get("dataset") or "fashion-mnist"
         info = dataset_info(name)
-        cfg = model.config
-        if (info.num_classes, info.in_channels, info.image_size) != (cfg.num_classes, cfg.in_channels, cfg.image_size):
+        cfg = getattr(model, "config", None)
+        if cfg is not None and (info.num_classes, info.in_channels, info.image_size) != (cfg.num_classes, cfg.in_channels, cfg.image_size):
             raise UsageError(
                 f"the checkpoint expects {cfg.in_channels}x{cfg.image_size}x{cfg.image_size} images and "
                 f"{cfg.num_classes} classes, {info.name} has {info.in_channels}x{info.image_size}x{info.image_size} "
@@ -153,8 +166,9 @@ def register(app: typer.Typer) -> None:
 
         test = load_dataset(info.name, "test", data_dir=data_dir)
         out_path = out or default_out(ckpt, preset)
+        what = f"{cfg.kind.upper()} [bold]{cfg.name}[/] ({ckpt})" if cfg is not None else f"[bold]{model_file}[/]"
         console.print(
-            f"evaluating {cfg.kind.upper()} [bold]{cfg.name}[/] ({ckpt}) on {info.name}: first {min(n, len(test))} test images, "
+            f"evaluating {what} on {info.name}: first {min(n, len(test))} test images, "
             f"preset [bold]{preset}[/], eps {', '.join(f'{e:g}' for e in eps_list)} ({norm}), seed {seed}"
         )
         kwargs = dict(

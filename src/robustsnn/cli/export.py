@@ -1,4 +1,4 @@
-"""``robustsnn export CKPT OUT [--sparse]``: re-write a checkpoint, optionally in the compact sparse form."""
+"""``robustsnn export CKPT OUT [--sparse | --nir]``: re-write a checkpoint (compact sparse form) or write it as NIR."""
 
 from __future__ import annotations
 
@@ -44,10 +44,20 @@ def register(app: typer.Typer) -> None:
         ckpt: Path = typer.Argument(..., help="Checkpoint directory (or a run directory holding model/)."),
         out: Path = typer.Argument(..., help="Directory to write (replaced atomically)."),
         sparse: bool = typer.Option(False, "--sparse", help="Pack conv/linear weights as CSR or bitmap, whichever is smaller."),
+        to_nir: bool = typer.Option(False, "--nir", help="Write the SNN as a NIR graph file OUT (robustsnn.interop.nirgraph; needs the nir package)."),
+        dt: float = typer.Option(1e-4, "--dt", help="With --nir: the Euler step that maps the leak to NIR time constants."),
     ):
-        """Re-write a checkpoint; with --sparse store only the non-zero weights plus their indices."""
-        r = export(ckpt, out, sparse=sparse)
+        """Re-write a checkpoint; with --sparse store only the non-zero weights plus their indices; --nir writes NIR."""
         con = Console()
+        if to_nir:
+            from ..interop.nirgraph import _nir, to_nir as graph_of
+
+            graph = graph_of(checkpoint.load(ckpt), dt=dt)
+            _nir().write(out, graph)
+            con.print(f"NIR graph with {len(graph.nodes)} nodes (input after normalisation mean={graph.metadata['mean']}, "
+                      f"std={graph.metadata['std']}; T={graph.metadata['time_steps']}): {out}")
+            return
+        r = export(ckpt, out, sparse=sparse)
         if sparse:
             t = Table("tensor", "shape", "non-zero", "encoding", "dense", "stored")
             for key, p in r["tensors"].items():

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..encoding import ENCODINGS, encode, readout
 from ..layers import Normalize
-from ..neurons import QCFS, GradMode, NeuronConfig, ReLU, SpikingNeuron
+from ..neurons import QCFS, NeuronConfig, ReLU, SpikingNeuron
 
 __all__ = ["ModelConfig", "TwinModel", "ActivationFactory", "spiking_layers", "scaled_channels", "init_weights"]
 
@@ -144,20 +144,10 @@ class TwinModel(nn.Module):
         """
         if not self.is_snn:
             return self.body(self.normalize(x))
+        from ..estimators import proxy_forward
+
         neurons = [m for _, m in spiking_layers(self)]
-        if neurons and neurons[0].grad_mode.mode == "ann":
-            proxy = readout(self.forward_steps(x, time_steps))
-            saved = [n.grad_mode for n in neurons]
-            try:
-                for n in neurons:
-                    n.grad_mode = GradMode("bptt")
-                with torch.no_grad():
-                    exact = readout(self.forward_steps(x, time_steps))
-            finally:
-                for n, g in zip(neurons, saved):
-                    n.grad_mode = g
-            return exact + (proxy - proxy.detach())
-        return readout(self.forward_steps(x, time_steps))
+        return proxy_forward(neurons, lambda: readout(self.forward_steps(x, time_steps)))
 
 
 def scaled_channels(config: ModelConfig, n: int) -> int:
