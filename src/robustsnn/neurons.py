@@ -459,7 +459,7 @@ def qcfs(x: torch.Tensor, clip: torch.Tensor, levels: int, grad_scale: float = 1
 
 
 class QCFS(nn.Module):
-    """QCFS activation of the ANN twin (:func:`qcfs`); its learnable clip is named ``threshold``.
+    r"""QCFS activation of the ANN twin (:func:`qcfs`); its learnable clip is named ``threshold``.
 
     The name matches the SNN twin's threshold, so conversion copies the clip into the
     threshold with the weights. ``levels`` is the number of quantisation steps L (the SNN's
