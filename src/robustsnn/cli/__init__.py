@@ -33,6 +33,7 @@ _OS_HINTS = {
     errno.EROFS: "the file system is read-only: write elsewhere (--out)",
     errno.ENOTDIR: "a path component is a file, not a directory: choose another path",
     errno.EISDIR: "expected a file but found a directory: give the file's path",
+    errno.EEXIST: "a file stands where a directory is needed: choose another path",
     errno.ENOENT: "check the path",
 }
 

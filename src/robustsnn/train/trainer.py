@@ -76,6 +76,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise UsageError(f"unknown device {self.device!r}; give cpu, cuda, cuda:N or auto") from None
         if self.parseval < 0:
             raise UsageError(f"parseval beta must be >= 0, got {self.parseval}")
         if self.parseval > 0:
