@@ -23,7 +23,7 @@ from torch import nn
 
 from . import __version__
 from .errors import CheckpointError, UsageError
-from .io import atomic_replace_dir
+from .io import atomic_replace_dir, recover_dir
 from .models import ModelConfig, TwinModel, build_from_config
 
 __all__ = ["save", "load", "read_meta", "FORMAT", "WEIGHTS", "CONFIG", "attach_buffers"]
@@ -86,6 +86,7 @@ def _checkpoint_dir(path: str | Path) -> Path:
     p = Path(path)
     if p.is_file() and p.name in (WEIGHTS, CONFIG):
         p = p.parent
+    recover_dir(p)  # a save killed between its two renames left the previous version aside
     if not p.exists():
         raise CheckpointError(f"no checkpoint at {p}: give the directory that `robustsnn train --out` wrote (it holds {CONFIG})")
     if p.is_dir() and not (p / CONFIG).exists() and (p / "model" / CONFIG).exists():

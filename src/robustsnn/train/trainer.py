@@ -26,7 +26,7 @@ from torch import nn
 from .. import checkpoint
 from ..data import ArrayDataset, batches, num_batches
 from ..errors import CheckpointError, UsageError
-from ..io import atomic_write_json
+from ..io import atomic_write_json, recover_dir
 from ..sparsity import apply_masks
 from .objectives import Objective, make_objective
 from .parseval import ParsevalStep
@@ -167,6 +167,7 @@ def fit(
     history: list[dict] = []
     start_epoch = 0
     if resume:
+        recover_dir(ckpt_dir)
         if not (ckpt_dir / checkpoint.CONFIG).exists():
             raise CheckpointError(f"--resume: nothing to resume in {out} (no {ckpt_dir / checkpoint.CONFIG}); drop --resume to start")
         saved = checkpoint.read_meta(ckpt_dir)
