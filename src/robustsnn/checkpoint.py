@@ -25,6 +25,7 @@ from . import __version__
 from .errors import CheckpointError, UsageError
 from .io import atomic_replace_dir, recover_dir
 from .models import ModelConfig, TwinModel, build_from_config
+from .sparse_format import unpack_state_dict
 
 __all__ = ["save", "load", "read_meta", "FORMAT", "WEIGHTS", "CONFIG", "attach_buffers"]
 
@@ -153,8 +154,6 @@ def load(path: str | Path, map_location: str = "cpu") -> TwinModel:
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"cannot read {p / WEIGHTS}: {e}; the checkpoint is damaged") from None
     if "sparse" in meta:  # written by `robustsnn export --sparse`
-        from .sparsity.storage import unpack_state_dict
-
         try:
             tensors = unpack_state_dict(tensors, meta["sparse"])
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:

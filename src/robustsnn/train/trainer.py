@@ -27,7 +27,7 @@ from .. import checkpoint
 from ..data import ArrayDataset, batches, num_batches
 from ..errors import CheckpointError, UsageError
 from ..io import atomic_write_json, recover_dir
-from ..sparsity import apply_masks
+from ..models.masks import apply_masks
 from .objectives import Objective, make_objective
 from .parseval import ParsevalStep
 from .optim import cosine_lr, load_optimizer, make_optimizer, save_optimizer
