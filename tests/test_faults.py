@@ -182,7 +182,7 @@ def test_killed_train_resumes_without_losing_an_epoch_and_ends_identical(data, t
 
 def test_killed_evaluate_keeps_finished_members_and_ends_with_the_same_verdicts(data, trained, tmp_path):
     rng = random.Random(SEED + 1)
-    args = ["evaluate", trained, "--preset", "pgd-ens", "--eps", "0.05", "--n", "24",
+    args = ["evaluate", trained, "--preset", "pgd-ens", "--eps", "0.05", "--n", "8",
             "--data-dir", data, "--no-diagnostics", "--no-progress", "--out", "r.json"]
     (tmp_path / "ref").mkdir()
     (tmp_path / "cut").mkdir()

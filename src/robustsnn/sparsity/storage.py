@@ -12,27 +12,12 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from .. import checkpoint
+from .. import checkpoint, sparse_format
 from ..io import atomic_replace_dir
-from ..sparse_format import (
-    LAYOUT_FORMAT,
-    is_prunable,
-    pack_state_dict,
-    plan_state_dict,
-    plan_tensor,
-    unpack_state_dict,
-)
+from ..sparse_format import *  # noqa: F401,F403  (the format's public names, under their old module)
+from ..sparse_format import pack_state_dict, plan_state_dict
 
-__all__ = [
-    "LAYOUT_FORMAT",
-    "is_prunable",
-    "plan_tensor",
-    "plan_state_dict",
-    "pack_state_dict",
-    "unpack_state_dict",
-    "export_sparse",
-    "load_sparse",
-]
+__all__ = [*sparse_format.__all__, "export_sparse", "load_sparse"]
 
 
 def export_sparse(ckpt: str | Path, out: str | Path) -> dict:
