@@ -108,13 +108,21 @@ def read_meta(path: str | Path) -> dict:
     except (OSError, ValueError) as e:  # JSONDecodeError, UnicodeDecodeError (a binary file)
         raise CheckpointError(f"cannot read {p / CONFIG}: {_first_line(e)}; the checkpoint is damaged, re-save it") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{p / CONFIG} is not a robustsnn checkpoint config (no 'format': '{FORMAT}')")
+        raise CheckpointError(
+            f"{p / CONFIG} is not a robustsnn checkpoint config (no 'format': '{FORMAT}'); "
+            "point at a directory written by robustsnn"
+        )
     return meta
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:300] if text else type(e).__name__
+    """The informative first line of an exception's message (a torch load error's detail line)."""
+    if isinstance(e, KeyError):
+        return f"missing field {e.args[0]!r}" if e.args else "missing field"
+    lines = [l.strip() for l in str(e).strip().splitlines() if l.strip()]
+    detail = [l for l in lines if l.startswith(("size mismatch", "Missing key", "Unexpected key"))]
+    text = (detail or lines or [type(e).__name__])[0]
+    return text.rstrip(".")[:300]
 
 
 def attach_buffers(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:

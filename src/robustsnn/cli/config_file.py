@@ -29,7 +29,7 @@ def read_config(path: str | Path | None) -> dict:
         else:
             data = yaml.safe_load(p.read_text()) or {}
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as e:
-        raise UsageError(f"cannot parse {p}: {str(e).splitlines()[0]}") from None
+        raise UsageError(f"cannot parse {p}: {str(e).splitlines()[0]}; fix the file's syntax") from None
     if not isinstance(data, dict):
         raise UsageError(f"{p} must hold a mapping of option: value")
     return {str(k).replace("-", "_"): v for k, v in data.items()}
