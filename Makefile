@@ -13,7 +13,7 @@ STAMP := $(VENV)/.robustsnn-installed
 DATA_DIR ?= /usr/share/datasets/fashion-mnist
 RUN_DIR ?= runs/demo
 
-.PHONY: setup venv data browser demo test test-browser test-slow bench
+.PHONY: setup venv data browser demo test test-browser test-slow bench gpu-check scaling
 
 data:
 	@if [ ! -f $(DATA_DIR)/train-images-idx3-ubyte.gz ]; then \
@@ -52,3 +52,13 @@ test-slow: setup
 
 bench: setup
 	$(PY) benchmarks/neuron_speed.py
+	$(PY) benchmarks/speed.py
+
+# on a machine with a CUDA GPU: one short epoch on the GPU, then CPU-vs-GPU outputs on the same weights
+gpu-check: setup
+	$(PY) benchmarks/gpu_check.py
+	$(PY) -m pytest -q -p no:cacheprovider -m gpu
+
+# training images/s (1 rank x 2 threads vs 2 ranks x 1 thread) and evaluation time on 1 vs 2 ranks
+scaling: setup
+	$(PY) benchmarks/scaling.py

@@ -83,7 +83,7 @@ def pipeline_rows(root: Path) -> list[str]:
         epochs = cfg.get("baseline_epochs") or _epochs(cfg)
         recorded = (state.get("command") or "").replace(" --no-progress", "")
         cmd = f"`{recorded}`" if recorded else f"`scripts/run_pipelines.sh configs/pipeline/{run.name}.yaml`"
-        stored = f"{mem['nonzero']:,} / {mem['weights']:,}" if mem else "-"
+        stored = _stored(mem)
         rows.append(
             f"| {run.name} | {route} | {_pruning(cfg)} | {cfg.get('sparsity')} | "
             f"{_pct(clean)} | {_pct(ens)}{' (diagnostics tripped: likely overestimate)' if ev and ev.get('warnings') else ''} | {n or '-'} | {std_cell} | {stored} | "
@@ -92,6 +92,65 @@ def pipeline_rows(root: Path) -> list[str]:
             f"{epochs} | {cmd}{'' if 'evaluate' in done else ' (unfinished)'} |"
         )
     return rows
+
+
+def _se(p, n) -> str:
+    """Accuracy in % with its binomial standard error, e.g. '61.2 ± 1.5'."""
+    if p is None or not n:
+        return "-"
+    return f"{100 * p:.1f} ± {100 * (p * (1 - p) / n) ** 0.5:.1f}"
+
+
+STAGE_LABELS = (("ann", "ANN"), ("prune", "pruned ANN"), ("convert", "converted SNN"), ("finetune", "finetuned SNN"),
+                ("baseline", "end-to-end SNN"))
+
+
+def sweep_rows(root: Path) -> list[str]:
+    """The T = 8 sweep (configs/pipeline/t8): budgets, per-stage accuracy, final clean / PGD_ens / standard."""
+    rows = [
+        "| run | route | pruning | sparsity | image-passes (ANN + prune + SNN) | per-stage clean / PGD-10 (n) | "
+        "clean, full test set | PGD_ens | standard | stored weights | energy vs dense SNN | command |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in sorted(p for p in root.glob("*") if (p / "pipeline.json").exists()):
+        state = _load(run / "pipeline.json") or {}
+        cfg = state.get("config", {})
+        stages = {s["name"]: s for s in state.get("stages", [])}
+        passes = state.get("image_passes") or {}
+        if cfg.get("baseline"):
+            b = passes.get("baseline") or {}
+            budget = f"{b.get('total', 0):,} (SNN {b.get('epochs', '-')} x {b.get('per_epoch', 0):,})"
+        else:
+            c = passes.get("conversion") or {}
+            budget = f"{c.get('total', 0):,} ({c.get('ann', 0):,} + {c.get('prune', 0):,} + {c.get('finetune', 0):,})"
+        per_stage = []
+        for key, label in STAGE_LABELS:
+            acc = (stages.get(key) or {}).get("accuracy")
+            if acc:
+                per_stage.append(f"{label} {_pct(acc['clean'])} / {_pct(acc['robust'])}")
+        n_stage = next((s["accuracy"]["n"] for s in stages.values() if s.get("accuracy")), None)
+        ev = stages.get("evaluate") or {}
+        full, full_n = ev.get("full_test_acc"), ev.get("full_test_n")
+        ens_ev = _load(run / "eval-pgd-ens.json")
+        ens, n = _robust(ens_ev)
+        std_ev = _load(run / "eval-standard.json")
+        std, n_std = _robust(std_ev)
+        eff = _load(run / "efficiency.json") or {}
+        mem, energy = eff.get("memory") or {}, (eff.get("energy") or {}).get("savings") or {}
+        route = f"baseline ({cfg.get('baseline')} mask)" if cfg.get("baseline") else f"conversion ({cfg.get('conversion_recipe')})"
+        recorded = (state.get("command") or "").replace(" --no-progress", "")
+        rows.append(
+            f"| {run.name} | {route} | {_pruning(cfg)} | {cfg.get('sparsity')} | {budget} | "
+            f"{'; '.join(per_stage) or '-'}{f' ({n_stage})' if n_stage else ''} | {_se(full, full_n)} | "
+            f"{_se(ens, n)}{f' (n={n})' if n else ''} | {_se(std, n_std)}{f' (n={n_std})' if n_std else ''} | "
+            f"{_stored(mem)} | "
+            f"{'%.1fx' % energy['snn_dense'] if energy else '-'} | `{recorded}`{'' if 'evaluate' in stages else ' (unfinished)'} |"
+        )
+    return rows
+
+
+def _stored(mem: dict) -> str:
+    return f"{mem['nonzero']:,} / {mem['weights']:,}" if mem else "-"
 
 
 def _pruning(cfg: dict) -> str:
@@ -116,6 +175,9 @@ def main() -> None:
     print("\n".join(matrix_rows(args.runs / "fmnist")))
     print("\n### Sparse robust SNNs by conversion (configs/pipeline), eps = 0.1, accuracy in %\n")
     print("\n".join(pipeline_rows(args.runs / "pipeline")))
+    if (args.runs / "pipeline_t8").exists():
+        print("\n### Sparsity sweep at T = 8 with equal image-pass budgets (configs/pipeline/t8), eps = 0.1, accuracy in % ± s.e.\n")
+        print("\n".join(sweep_rows(args.runs / "pipeline_t8")))
 
 
 if __name__ == "__main__":

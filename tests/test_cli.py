@@ -69,7 +69,8 @@ def test_config_file_with_flag_override_then_info(monkeypatch, capsys, tmp_path)
 
 
 def test_every_shipped_config_is_valid():
-    """Each file under configs/ parses, names only known options and builds its objective."""
+    """Each training config under configs/ parses, names only known options and builds its objective
+    (the pipeline configs: tests/test_configs.py)."""
     from pathlib import Path
 
     from robustsnn.cli.config_file import merge_options, read_config
@@ -79,16 +80,8 @@ def test_every_shipped_config_is_valid():
     from robustsnn.train import make_objective
 
     root = Path(__file__).parents[1] / "configs"
-    files = sorted(f for f in root.rglob("*.yaml") if f.parent.name != "pipeline")
+    files = sorted(f for f in root.rglob("*.yaml") if "pipeline" not in f.relative_to(root).parts)
     assert len(files) >= 14 + 16
-    import yaml
-
-    from robustsnn.pipeline import PipelineConfig
-
-    pipelines = sorted((root / "pipeline").glob("*.yaml"))
-    assert len(pipelines) >= 7
-    for f in pipelines:
-        PipelineConfig.from_dict(yaml.safe_load(f.read_text()))
     for f in files:
         o = merge_options(TRAIN_DEFAULTS, read_config(f), {})
         assert o["model"] in available(), f

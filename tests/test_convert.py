@@ -61,7 +61,7 @@ def test_thresholds_are_the_percentiles_of_the_known_currents_layer_by_layer():
     xa, xb = torch.rand(5, 1, 4, 4, generator=g), torch.rand(7, 1, 4, 4, generator=g)
     xb[:, :, :2] = 1.0  # a second batch with a different distribution
     T, q, scale = 6, 99.7, 0.5
-    snn = convert(ann, [xa, xb, torch.ones(3, 1, 4, 4)], time_steps=4, calib_time_steps=T, percentile=q,
+    snn = convert(ann, [xa, xb, torch.ones(3, 1, 4, 4)], recipe="seed", time_steps=4, calib_time_steps=T, percentile=q,
                   scale=scale, n_calib_batches=2)
 
     def pct(z):
@@ -87,7 +87,7 @@ def test_thresholds_are_the_percentiles_of_the_known_currents_layer_by_layer():
 
 def test_options_reach_the_neurons():
     ann = mlp_ann()
-    snn = convert(ann, [torch.rand(4, 1, 4, 4)], time_steps=3, calib_time_steps=5, reset="soft",
+    snn = convert(ann, [torch.rand(4, 1, 4, 4)], recipe="seed", time_steps=3, calib_time_steps=5, reset="soft",
                   learn_threshold=False, threshold_floor=0.1, surrogate="exp:2")
     for _, n in spiking_layers(snn):
         assert n.config.reset == "soft" and n.config.threshold_floor == 0.1 and n.config.surrogate.name == "exp"
@@ -105,7 +105,7 @@ def test_bn_adaptation_reestimates_statistics_and_keeps_affine():
                 m.bias.uniform_(-0.2, 0.2)
     g = torch.Generator().manual_seed(0)
     cal = [torch.rand(6, 1, 8, 8, generator=g) for _ in range(3)]
-    snn = convert(ann, cal, time_steps=3, calib_time_steps=5, n_calib_batches=3)
+    snn = convert(ann, cal, recipe="seed", time_steps=3, calib_time_steps=5, n_calib_batches=3)
     bn, ann_bn = snn.body[1], ann.body[1]
     # The first BN sees the analog conv1 output, the same at every step: its new statistics
     # are those of conv1(normalise(x)) pooled over the calibration batches.
@@ -118,7 +118,7 @@ def test_bn_adaptation_reestimates_statistics_and_keeps_affine():
     assert not torch.allclose(snn.body[5].running_mean, ann.body[5].running_mean)
     assert not snn.training
     # Without adaptation the ANN's statistics stay.
-    kept = convert(ann, cal, time_steps=3, calib_time_steps=5, bn_adapt=False)
+    kept = convert(ann, cal, recipe="seed", time_steps=3, calib_time_steps=5, bn_adapt=False)
     assert torch.equal(kept.body[5].running_mean, ann.body[5].running_mean)
     # adapt_batchnorm works on an ANN too (e.g. after pruning) and keeps the model in eval mode.
     assert adapt_batchnorm(ann, cal) == 2
@@ -128,7 +128,7 @@ def test_bn_adaptation_reestimates_statistics_and_keeps_affine():
 def test_masks_transfer_and_survive_a_checkpoint(tmp_path):
     ann = tiny_cnn()
     prune_lwm(ann, 0.9)
-    snn = convert(ann, [torch.rand(4, 1, 8, 8)], time_steps=2, calib_time_steps=4)
+    snn = convert(ann, [torch.rand(4, 1, 8, 8)], recipe="seed", time_steps=2, calib_time_steps=4)
     assert [n for n, _ in masked_modules(snn)] == [n for n, _ in masked_modules(ann)]
     for (_, a), (_, s) in zip(masked_modules(ann), masked_modules(snn)):
         assert torch.equal(a.weight_mask, s.weight_mask) and torch.equal(a.weight, s.weight)
@@ -149,11 +149,11 @@ def test_bad_input_is_refused():
     with pytest.raises(UsageError, match="DLIF"):
         convert(ann, x, neuron="dlif")
     with pytest.raises(UsageError, match=r"\[0, 1\]"):
-        convert(ann, [x[0] * 255])
+        convert(ann, [x[0] * 255], recipe="seed")
     with pytest.raises(UsageError, match="no calibration"):
-        convert(ann, [])
+        convert(ann, [], recipe="seed")
     with pytest.raises(UsageError, match="percentile"):
-        convert(ann, x, percentile=0)
+        convert(ann, x, recipe="seed", percentile=0)
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +179,7 @@ def test_long_simulation_agrees_with_the_ann(fashion_ann):
     """Rate coding: at T = 64 (thresholds balanced at T_c = 32, no scaling) the SNN predicts as the ANN."""
     ann, train, test = fashion_ann
     cal = [x for x, _ in batches(train, 24, shuffle=True, seed=1)]
-    snn = convert(ann, cal, time_steps=64, calib_time_steps=32, n_calib_batches=2, scale=1.0)
+    snn = convert(ann, cal, recipe="seed", time_steps=64, calib_time_steps=32, n_calib_batches=2, scale=1.0)
     x = test.images.float() / 255
     with torch.no_grad():
         ann_pred, snn_pred = ann(x).argmax(1), snn(x).argmax(1)
@@ -203,7 +203,7 @@ def test_cli_convert(tmp_path):
     convert_cli.register(app)
     app.command("noop")(lambda: None)
     args = ["convert", str(tmp_path / "ann"), "--out", str(tmp_path / "snn"), "--time-steps", "4", "--calib-steps", "8",
-            "--calib-batches", "2", "--calib-batch-size", "8", "--eval-images", "20", "--reset", "soft"]
+            "--calib-batches", "2", "--calib-batch-size", "8", "--eval-images", "20", "--reset", "soft", "--recipe", "seed"]
     try:
         res = CliRunner().invoke(app, args)
     except DataNotFoundError:  # pragma: no cover
@@ -215,6 +215,155 @@ def test_cli_convert(tmp_path):
     assert snn.config.kind == "snn" and snn.config.time_steps == 4 and snn.config.neuron.reset == "soft"
     assert len(masked_modules(snn)) == 4
     meta = checkpoint.read_meta(tmp_path / "snn")
-    assert meta["conversion"]["percentile"] == 99.7 and len(meta["conversion"]["thresholds"]) == 3
+    assert meta["conversion"]["recipe"]["percentile"] == 99.7 and meta["conversion"]["recipe"]["name"] == "seed+custom"
+    assert len(meta["conversion"]["thresholds"]) == 3
     res = CliRunner().invoke(app, ["convert", str(tmp_path / "snn"), "--out", str(tmp_path / "x")])
     assert isinstance(res.exception, UsageError)
+
+
+# ---- low-latency recipes (QCFS, theta/2 start, soft reset, ANN-percentile thresholds, calibration) ----
+
+from robustsnn.convert import RECIPES, ConversionRecipe, ann_thresholds, calibrate_biases, resolve_recipe  # noqa: E402
+from robustsnn.neurons import qcfs  # noqa: E402
+
+
+@register("_test_one_hidden")
+def _one_hidden(config, act):
+    """16 -> 7 (biased) -> act -> K: the hidden layer's current is constant over time."""
+    return nn.Sequential(L.Flatten(), L.Linear(16, 7), act(), L.Linear(7, config.num_classes))
+
+
+def test_qcfs_is_the_clip_floor_shift_formula_with_straight_through_gradients():
+    x = torch.linspace(-1, 3, 401, dtype=torch.float64, requires_grad=True)
+    clip = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    h = qcfs(x, clip, 4)
+    naive = torch.tensor([2.0 * min(max(np.floor(v * 4 / 2.0 + 0.5) / 4, 0.0), 1.0) for v in x.detach().tolist()],
+                         dtype=torch.float64)
+    assert torch.equal(h.detach(), naive)
+    h.sum().backward()
+    inside = (x.detach() * 2 + 0.5 >= 0) & (x.detach() * 2 + 0.5 < 5)  # floor argument in [0, L+1)
+    assert torch.equal(x.grad, (torch.floor(x.detach() * 2 + 0.5).clamp(0, 4) == torch.floor(x.detach() * 2 + 0.5)).double() * inside.double())
+    assert clip.grad is not None and float(clip.grad) != 0.0
+    scaled = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    h2 = qcfs(x.detach(), scaled, 4, grad_scale=0.01)
+    assert torch.equal(h2.detach(), h.detach())
+    h2.sum().backward()
+    torch.testing.assert_close(scaled.grad, 0.01 * clip.grad)
+
+
+@pytest.mark.parametrize("T", [2, 4, 8])
+def test_qcfs_recipe_reproduces_the_quantised_ann_exactly_at_T_equal_levels(T):
+    """IF + soft reset + theta/2 start + theta = clip: the SNN's hidden output (theta * rate) is the ANN's QCFS value."""
+    torch.manual_seed(0)
+    ann = build("_test_one_hidden", "ann", image_size=4, num_classes=3, activation="qcfs", levels=T)
+    with torch.no_grad():
+        ann.body[2].threshold.fill_(1.3)
+    x = torch.rand(64, 1, 4, 4)
+    snn = convert(ann, [x], recipe="qcfs", time_steps=T)
+    hidden_ann = _layer_out(ann, "body.2", x)
+    hidden_snn = _layer_out(snn, "body.2", x).mean(0)
+    # exact up to float rounding of the membrane sum, away from the rounding ties
+    torch.testing.assert_close(hidden_snn, hidden_ann, atol=1e-5, rtol=0)
+    torch.testing.assert_close(snn(x), ann(x), atol=1e-4, rtol=0)
+    assert 0 < float((hidden_ann > 0).float().mean()) < 1, "the case must have silent and active neurons"
+    neuron = snn.body[2]
+    assert neuron.config.reset == "soft" and neuron.config.init_potential == 0.5
+    assert float(neuron.threshold.detach()) == pytest.approx(1.3)
+
+
+def _layer_out(model, name, x):
+    seen = []
+    h = model.get_submodule(name).register_forward_hook(lambda m, a, o: seen.append(o.detach()))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        h.remove()
+    return seen[0]
+
+
+def test_ann_percentile_thresholds_are_the_percentiles_of_the_anns_activations():
+    ann = tiny_cnn()
+    ann.eval()
+    xs = [torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    snn = convert(ann, xs, recipe="rate", time_steps=4, n_calib_batches=3)
+    for name, neuron in spiking_layers(snn):
+        expected = max(percentile(_layer_out(ann, name, x), 99.9) for x in xs)
+        assert float(neuron.threshold.detach()) == pytest.approx(max(expected, 0.03))
+    assert all(m.config.spike_amplitude == "threshold" for _, m in spiking_layers(snn))
+
+
+def test_bias_calibration_adds_the_mean_error_to_the_producing_layer():
+    """One pass on the first spiking layer: its input layer's bias moves by exactly E[a - o] per channel."""
+    torch.manual_seed(1)
+    ann = build("_test_one_hidden", "ann", image_size=4, num_classes=3)
+    x = torch.rand(32, 1, 4, 4)
+    snn = convert(ann, [x], recipe="rate", time_steps=3)  # coarse T: a visible mean error
+    a = _layer_out(ann, "body.2", x)
+    o = _layer_out(snn, "body.2", x).mean(0)
+    before = snn.body[1].bias.detach().clone()
+    calibrate_biases(snn, ann, [x], iterations=1)
+    torch.testing.assert_close(snn.body[1].bias.detach() - before, (a - o).mean(0), atol=1e-6, rtol=0)
+    err_before = float((a - o).mean(0).abs().mean())
+    err_after = float((a - _layer_out(snn, "body.2", x).mean(0)).mean(0).abs().mean())
+    assert err_after < err_before
+
+
+def test_default_recipe_lifts_a_short_simulation_over_the_seed_recipe_on_a_trained_cnn():
+    """A briefly trained ReLU CNN: at T=4 'auto' (rate-calib) agrees with the ANN more often than 'seed'."""
+    torch.manual_seed(0)
+    ann = build("cnn", "ann", image_size=8, num_classes=3, width=0.5)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(256, 1, 8, 8, generator=g)
+    y = (x[:, 0, :4].mean((1, 2)) > x[:, 0, 4:].mean((1, 2))).long() + (x.mean((1, 2, 3)) > 0.5).long()
+    opt = torch.optim.SGD(ann.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(60):
+        opt.zero_grad()
+        F.cross_entropy(ann(x), y).backward()
+        opt.step()
+    ann.eval()
+    with torch.no_grad():
+        ref = ann(x).argmax(1)
+    agree = {}
+    for name in ("seed", "auto"):
+        snn = convert(ann, [x[:64], x[64:128]], recipe=name, time_steps=4, n_calib_batches=2)
+        with torch.no_grad():
+            agree[name] = float((snn(x).argmax(1) == ref).float().mean())
+    assert agree["auto"] > agree["seed"], agree
+
+
+def test_recipe_resolution_and_errors():
+    relu, q = tiny_cnn(), build("cnn", "ann", image_size=8, num_classes=3, width=0.25, activation="qcfs", levels=4)
+    assert resolve_recipe(relu).name == "rate-calib"
+    assert resolve_recipe(q).name == "qcfs-calib"
+    assert resolve_recipe(relu, "seed", scale=0.5).name == "seed+custom"
+    assert resolve_recipe(relu, "seed", scale=0.3).name == "seed"  # the recipe's own value changes nothing
+    with pytest.raises(UsageError, match="QCFS"):
+        resolve_recipe(relu, "qcfs")
+    with pytest.raises(UsageError, match="unknown conversion recipe"):
+        resolve_recipe(relu, "magic")
+    with pytest.raises(UsageError, match="spike_amplitude"):
+        resolve_recipe(relu, "seed", calibrate="bias")
+    with pytest.raises(UsageError, match="unknown conversion option"):
+        resolve_recipe(relu, "seed", frobnicate=1)
+
+
+def test_recipe_round_trips_through_the_checkpoint(tmp_path):
+    ann = build("cnn", "ann", image_size=8, num_classes=3, width=0.25, activation="qcfs", levels=4)
+    x = torch.rand(8, 1, 8, 8)
+    recipe = resolve_recipe(ann, "auto")
+    snn = convert(ann, [x], recipe=recipe, time_steps=4)
+    checkpoint.save(tmp_path / "snn", snn, conversion={"recipe": recipe.to_dict()})
+    back = ConversionRecipe.from_dict(checkpoint.read_meta(tmp_path / "snn")["conversion"]["recipe"])
+    assert back == recipe == RECIPES["qcfs-calib"]
+    loaded = checkpoint.load(tmp_path / "snn")
+    assert loaded.config.neuron == snn.config.neuron
+    with torch.no_grad():
+        assert torch.equal(loaded(x), snn(x))
+    ann_back = checkpoint.load(_saved(tmp_path / "ann", ann))
+    assert ann_back.config.activation == "qcfs" and ann_back.body[2].levels == 4
+
+
+def _saved(path, model):
+    checkpoint.save(path, model)
+    return path

@@ -11,7 +11,10 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "src" / "robustsnn"
-KNOWN = [{"robustsnn.cli", "robustsnn.pipeline"}]  # pipeline prints with cli.evaluate.print_result
+KNOWN = [  # cycles left to their owners; remove an entry once it is broken
+    {"robustsnn.cli", "robustsnn.pipeline"},  # pipeline prints with cli.evaluate.print_result
+    {"robustsnn.neurons", "robustsnn.kernels"},  # kernels falls back to neurons._forward_loop
+]
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:

@@ -1,4 +1,4 @@
-"""The architecture zoo: VGG-5/11/16, ResNet-19/20, WRN-16-4 as ANN and SNN twins."""
+"""The architecture zoo: VGG-5/11/16, ResNet-19/20, WRN-16-4/28-4 as ANN and SNN twins."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from robustsnn.estimators import estimator
 from robustsnn.models import available, build, spiking_layers
 from robustsnn.neurons import ReLU, SpikingNeuron
 
-ZOO = ["vgg5", "vgg11", "vgg16", "resnet19", "resnet20", "wrn16_4"]
+ZOO = ["vgg5", "vgg11", "vgg16", "resnet19", "resnet20", "wrn16_4", "wrn28_4"]
 # Spiking layers per architecture: conv/fc activations, two per residual block.
-N_SPIKING = {"vgg5": 4, "vgg11": 9, "vgg16": 14, "resnet19": 1 + 2 * 8 + 1, "resnet20": 1 + 2 * 9, "wrn16_4": 2 * 6 + 1}
+N_SPIKING = {"vgg5": 4, "vgg11": 9, "vgg16": 14, "resnet19": 1 + 2 * 8 + 1, "resnet20": 1 + 2 * 9, "wrn16_4": 2 * 6 + 1,
+             "wrn28_4": 2 * 12 + 1}
 SHAPES = [(28, 1), (32, 3), (64, 3)]  # (image size, channels)
 T, B, K = 2, 2, 10
 
@@ -149,6 +150,7 @@ def test_input_gradient_in_eval_mode(name):
         ("vgg16", 14.99e6),
         ("vgg5", 8.62e6),
         ("wrn16_4", 2.749e6),  # Zagoruyko & Komodakis: 2.7 M
+        ("wrn28_4", 5.849e6),  # WRN-28-10's 36.5 M (Zagoruyko & Komodakis) times (4/10)^2
     ],
 )
 def test_parameter_count_at_width_1(name, expected):

@@ -47,9 +47,9 @@ class RefSpike(torch.autograd.Function):
         return g * ref_surrogate(u, *ctx.args), None, None, None
 
 
-def reference(current, theta, lam, gain, reset, name, width, alpha, detach_reset=False):
-    """Plain loop: m = lam*v + g*I; s = H(m - theta); hard/soft reset."""
-    v = torch.zeros_like(current[0])
+def reference(current, theta, lam, gain, reset, name, width, alpha, detach_reset=False, init=0.0):
+    """Plain loop: v[-1] = init*theta; m = lam*v + g*I; s = H(m - theta); hard/soft reset."""
+    v = torch.zeros_like(current[0]) + init * theta
     out = []
     for t in range(current.shape[0]):
         g = 1.0 if gain is None else gain[t]
@@ -87,15 +87,15 @@ def _grads(fn, current, theta, gain, upstream, use_gain):
 
 @pytest.mark.parametrize("kind,lam,reset", CASES)
 @pytest.mark.parametrize("name", ["triangle", "exp", "rectangle", "sigmoid", "atan", "ste"])
-@pytest.mark.parametrize("detach_reset", [False, True])
-def test_fused_neuron_matches_reference_loop(kind, lam, reset, name, detach_reset):
+@pytest.mark.parametrize("detach_reset,init", [(False, 0.0), (True, 0.0), (False, 0.5)])
+def test_fused_neuron_matches_reference_loop(kind, lam, reset, name, detach_reset, init):
     current, theta, gain, up = _inputs()
     use_gain = kind == "dlif"
     sur = Surrogate(name, 0.8)
-    ours = _grads(lambda: multistep_spike(current, theta, lam, gain if use_gain else None, reset, sur, detach_reset),
-                  current, theta, gain, up, use_gain)
-    ref = _grads(lambda: reference(current, theta, lam, gain if use_gain else None, reset, name, 0.8, sur.alpha, detach_reset),
-                 current, theta, gain, up, use_gain)
+    ours = _grads(lambda: multistep_spike(current, theta, lam, gain if use_gain else None, reset, sur, detach_reset,
+                                          init), current, theta, gain, up, use_gain)
+    ref = _grads(lambda: reference(current, theta, lam, gain if use_gain else None, reset, name, 0.8, sur.alpha,
+                                   detach_reset, init), current, theta, gain, up, use_gain)
     assert torch.equal(ours[0], ref[0]), "spikes differ"
     assert ours[0].sum() > 0 and ours[0].sum() < ours[0].numel(), "test case must have some but not all spikes"
     torch.testing.assert_close(ours[1], ref[1], atol=1e-5, rtol=0)
@@ -200,3 +200,19 @@ def test_dlif_wrong_T_is_a_clear_error():
     layer = SpikingNeuron(NeuronConfig("dlif"), 4)
     with pytest.raises(ValueError, match="built for T=4"):
         layer(torch.rand(3, 2, 5))
+
+
+@pytest.mark.parametrize("T", [2, 4, 8, 16])
+def test_soft_reset_half_threshold_start_rounds_constant_input(T):
+    """IF, soft reset, v[-1] = theta/2: a constant input a in [0, theta] gives round(T a / theta) spikes."""
+    theta = 0.8
+    a = torch.linspace(0, theta, 257, dtype=D)
+    # keep away from the exact rounding ties k + 1/2, where the floating-point sum decides
+    frac = (T * a / theta) % 1.0
+    a = a[(frac - 0.5).abs() > 1e-6]
+    cfg = NeuronConfig(kind="if", threshold=theta, reset="soft", init_potential=0.5)
+    layer = SpikingNeuron(cfg, time_steps=T).double()
+    counts = layer(a.expand(T, -1).contiguous()).sum(0)
+    assert torch.equal(counts, torch.round(T * a / theta))
+    plain = SpikingNeuron(cfg.with_(init_potential=0.0), time_steps=T).double()
+    assert not torch.equal(plain(a.expand(T, -1).contiguous()).sum(0), counts), "the theta/2 start must matter"

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.skipif(not FMNIST.exists(), reason="needs Debian's data
 def _tiny(**kw):
     base = dict(width=0.25, train_subset=192, snn_train_subset=128, ann_epochs=1, prune_finetune_epochs=1,
                 hydra_epochs=1, snn_epochs=1, ann_attack_steps=1, time_steps=2, calib_batches=2, calib_time_steps=8,
-                calib_batch_size=16, eval_preset="quick", eval_n=24, efficiency_n=16, sparsity=0.9, pruning="lwm")
+                calib_batch_size=16, eval_preset="quick", eval_n=24, efficiency_n=16, sparsity=0.9, pruning="lwm",
+                stage_eval_n=16)
     base.update(kw)
     return PipelineConfig(**base)
 
@@ -40,6 +41,12 @@ def test_pipeline_runs_every_stage_and_resumes_after_a_kill(tmp_path):
     ev = json.loads((tmp_path / "eval-quick.json").read_text())
     assert ev["results"][0]["robust_acc"] <= ev["results"][0]["clean_acc"]
     assert (tmp_path / "report.html").exists() and (tmp_path / "efficiency.json").exists()
+
+
+def test_stop_after_a_stage_that_finished_earlier_stops_there(tmp_path):
+    run_pipeline(_tiny(), tmp_path, progress=False, stop_after="ann")
+    state = run_pipeline(_tiny(), tmp_path, progress=False, stop_after="ann")
+    assert [s["name"] for s in state["stages"]] == ["ann"]
 
 
 def test_changed_settings_are_not_mixed_into_an_old_run(tmp_path):
@@ -93,3 +100,24 @@ def test_bad_pipeline_settings_are_refused():
         PipelineConfig(sparsity=90)
     with pytest.raises(UsageError, match="pruning"):
         PipelineConfig(pruning="magnitude")
+
+
+def test_every_training_stage_records_clean_and_robust_accuracy_and_the_budgets_are_equal(tmp_path):
+    state = run_pipeline(_tiny(), tmp_path / "conv", progress=False, stop_after="finetune")
+    by_name = {s["name"]: s for s in state["stages"]}
+    for stage in ("ann", "prune", "convert", "finetune"):
+        acc = by_name[stage]["accuracy"]
+        assert acc["n"] == 16 and acc["preset"] == "quick" and acc["eps"] == 0.1
+        assert 0.0 <= acc["robust"] <= acc["clean"] <= 1.0, stage
+    recipe = by_name["convert"]["recipe"]
+    assert recipe["thresholds"] == "clip" and recipe["reset"] == "soft" and recipe["init_potential"] == 0.5
+    snn = robustsnn.load(tmp_path / "conv" / "snn" / "model")
+    assert snn.config.neuron.spike_amplitude == "threshold"
+    ann = robustsnn.load(tmp_path / "conv" / "ann" / "model")
+    assert ann.config.activation == "qcfs" and ann.config.levels == 2  # L = T by default
+    conv = state["image_passes"]["conversion"]
+    assert conv == {"ann": 192, "prune": 192, "finetune": 128, "total": 512}
+    base = run_pipeline(_tiny(baseline="random"), tmp_path / "base", progress=False, stop_after="baseline")
+    rec = next(s for s in base["stages"] if s["name"] == "baseline")
+    assert rec["epochs"] == 4 and rec["image_passes"] == 512 == base["image_passes"]["baseline"]["total"]
+    assert "accuracy" in rec

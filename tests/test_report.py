@@ -12,12 +12,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from report_fixtures import EVAL_COMMAND, TRAIN_COMMAND, cached_run, copy_run
+from report_fixtures import EVAL_COMMAND, NEW_STAGES, OLD_STAGES, TRAIN_COMMAND, cached_run, copy_run, write_pipeline
 
 import robustsnn.data
 from robustsnn.data.errors import DataNotFoundError
 from robustsnn.errors import UsageError
 from robustsnn.report import collect, write_report
+from robustsnn.report.collect import stage_accuracies
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -243,6 +244,87 @@ def test_final_model_is_run_dir_final_else_the_newest_snn(run, tmp_path):
     data = collect(r, compute=False)
     assert data.final.rel == "pruned/model" and "final" in data.final_reason
     assert len(data.checkpoints) == 3  # the symlink is not a fourth checkpoint
+
+
+# ---------------------------------------------------------------------------- per-stage accuracy
+def _section(html: str, sid: str) -> str:
+    return html.split(f'<section id="{sid}">', 1)[1].split("</section>", 1)[0]
+
+
+def _orange_pixels(png: bytes) -> int:
+    """Pixels of the robust bars' colour (#ef6c00) in a figure."""
+    import io
+
+    import numpy as np
+    from matplotlib.image import imread
+
+    rgb = imread(io.BytesIO(png))[..., :3]
+    return int((np.abs(rgb - np.array([0xEF, 0x6C, 0x00]) / 255).max(axis=-1) < 0.08).sum())
+
+
+def test_per_stage_accuracy_table_and_plot_in_both_outputs(run, tmp_path, report):
+    assert 'id="stages"' not in report[1] and "Per-stage accuracy" not in report[2]  # not a pipeline run: no section
+    r = copy_run(run, tmp_path / "run")
+    write_pipeline(r, NEW_STAGES)
+    paths = write_report(r)
+    html, md = paths["html"].read_text(), paths["md"].read_text()
+    sec = _section(html, "stages")
+    assert ">Per-stage accuracy</h2>" in sec
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", sec)
+    rows = [cells[i:i + 6] for i in range(0, len(cells), 6)]
+    assert [row[:5] for row in rows] == [
+        ["robust ANN", "81.5%", "62.0%", "200", ""],  # the accuracy record wins over the stage's test_acc (81.0 %)
+        ["pruned ANN", "79.0%", "58.5%", "200", "-2.5 / -3.5 pts"],
+        ["converted SNN (before finetuning)", "47.0%", "30.5%", "200", "-32.0 / -28.0 pts"],
+        ["finetuned SNN", "60.5%", "44.0%", "200", "+13.5 / +13.5 pts"],
+    ]
+    assert "robust (preset quick, eps 0.1)" in sec and "same first 200 test images" in sec
+    imgs = re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="([^"]*)"', sec)
+    assert len(imgs) == 1 and "each pipeline stage" in imgs[0][1]
+    png_new = base64.b64decode(imgs[0][0])
+    md_sec = md.split("## Per-stage accuracy", 1)[1].split("\n## ", 1)[0]
+    assert "| converted SNN (before finetuning) | **47.0%** | **30.5%** | 200 | -32.0 / -28.0 pts |" in md_sec
+    link = re.findall(r"\]\(([^)]+stage-accuracy\.png)\)", md_sec)
+    assert link and (paths["md"].parent / link[0]).read_bytes() == png_new
+    # old records: clean only; the robust bars are gone (only the legend's swatch keeps the colour)
+    write_pipeline(r, OLD_STAGES)
+    old = write_report(r)["html"].read_text()
+    png_old = base64.b64decode(re.findall(r'<img src="data:image/png;base64,([^"]+)"', _section(old, "stages"))[0])
+    assert _orange_pixels(png_new) > 10 * max(1, _orange_pixels(png_old))
+
+
+def test_per_stage_accuracy_from_an_older_pipeline_json(run, tmp_path):
+    r = copy_run(run, tmp_path / "run")
+    write_pipeline(r, OLD_STAGES)
+    data = collect(r, compute=False)
+    assert [(x["stage"], x["clean"], x["robust"], x["n"]) for x in data.stages] == [
+        ("ann", 0.762, None, None), ("convert", 0.454, None, 1000), ("finetune", 0.644, None, None)]  # prune recorded nothing
+    # a stage's own training log fills the gap, with its number of test images
+    (r / "prune").mkdir()
+    (r / "prune" / "log.json").write_text(json.dumps({"history": [{"epoch": 1, "test_acc": 0.5},
+                                                                  {"epoch": 2, "test_acc": 0.7, "test_images": 500}]}))
+    paths = write_report(r)
+    html, md = paths["html"].read_text(), paths["md"].read_text()
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", _section(html, "stages"))
+    assert [cells[i:i + 6] for i in range(0, len(cells), 6)][1] == ["pruned ANN", "70.0%", "n/a", "500", "-6.2 pts", "training log prune/log.json"]
+    for text in (html, md):
+        assert "No robust accuracy recorded for: robust ANN, pruned ANN, converted SNN (before finetuning), finetuned SNN" in text
+    assert "| robust ANN | **76.2%** | *n/a* | *?* |" in md
+
+
+def test_stage_accuracies_labels_and_bad_records():
+    problems: list[str] = []
+    pipe = {"stages": [
+        {"name": "baseline", "status": "done", "test_acc": 0.8, "accuracy": {"clean": 7.5, "robust": 0.5}},  # not a fraction
+        {"name": "convert", "status": "running", "accuracy": {"clean": 0.4, "robust": 0.2, "n": 10}},  # unfinished
+        {"name": "evaluate", "status": "done", "clean_acc": 0.9},
+    ]}
+    rows = stage_accuracies(pipe, [], problems)
+    assert [(x["label"], x["clean"], x["robust"], x["source"]) for x in rows] == [("end-to-end SNN", 0.8, None, "pipeline.json test_acc")]
+    assert len(problems) == 1 and "baseline" in problems[0] and "unexpected layout" in problems[0]
+    assert stage_accuracies(None) == [] and stage_accuracies({"stages": []}) == []
+    rows = stage_accuracies({"stages": [{"name": "finetune", "accuracy": {"clean": 0.6, "robust": None, "n": 50, "preset": "quick", "eps": 0.1}}]})
+    assert rows[0]["robust"] is None and rows[0]["n"] == 50 and rows[0]["eps"] == 0.1
 
 
 # ---------------------------------------------------------------------------- errors and CLI

@@ -1,5 +1,6 @@
 """The HTML report in a real browser (headless Chromium, network off): every figure decodes,
-nothing is fetched from anywhere, no console error. Saves a full-page screenshot.
+the per-stage accuracy plot is laid out with a real size, nothing is fetched from anywhere,
+no console error. Saves a full-page screenshot.
 
 Needs Debian's ``chromium`` package (``apt-get install -y chromium``); skipped without it.
 Set ``ROBUSTSNN_ARTIFACTS=DIR`` to keep the screenshot and the report in DIR.
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from cdp_client import Browser, find_chromium
-from report_fixtures import build_run
+from report_fixtures import NEW_STAGES, build_run, write_pipeline
 
 from robustsnn.report import write_report
 
@@ -45,6 +46,7 @@ def watchdog():
 def test_report_renders_offline_in_chromium(tmp_path):
     t0 = time.monotonic()
     run = build_run(tmp_path / "run")
+    write_pipeline(run, NEW_STAGES)  # a pipeline run: the report gets its per-stage accuracy section
     paths = write_report(run)
     html = paths["html"]
     # view a copy alone in an empty folder: the page must not need report_files/ or anything else
@@ -63,6 +65,10 @@ def test_report_renders_offline_in_chromium(tmp_path):
             " warnings: document.querySelectorAll('.warn').length,"
             " warnColor: document.querySelector('.warn') ? getComputedStyle(document.querySelector('.warn')).color : null,"
             " summaryRows: document.querySelectorAll('#summary table.summary tr').length,"
+            " stagePlots: Array.from(document.querySelectorAll('#stages figure img')).map(i => {"
+            "   const r = i.getBoundingClientRect();"
+            "   return {ok: i.complete && i.naturalWidth > 0, w: r.width, h: r.height, alt: i.alt}; }),"
+            " stageRows: document.querySelectorAll('#stages table tbody tr').length,"
             " ready: document.readyState})"
         )
         page.screenshot(shot)
@@ -89,6 +95,11 @@ def test_report_renders_offline_in_chromium(tmp_path):
     assert state["title"].startswith("robustsnn report") and state["h1"] == state["title"]
     assert state["sections"][0] == "Summary" and "Robustness" in state["sections"]
     assert state["summaryRows"] >= 8
+    assert "Per-stage accuracy" in state["sections"]
+    assert len(state["stagePlots"]) == 1, state["stagePlots"]
+    plot = state["stagePlots"][0]
+    assert plot["ok"] and plot["w"] > 100 and plot["h"] > 50, plot  # decoded and laid out with a real size
+    assert state["stageRows"] == 4  # robust ANN, pruned ANN, converted SNN, finetuned SNN
     if paths["warnings"]:
         assert state["warnings"] >= 1 and state["warnColor"] in ("rgb(183, 28, 28)",)
     assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 20_000

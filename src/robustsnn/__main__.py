@@ -1,4 +1,4 @@
-"""``python -m robustsnn``: the same command as the ``robustsnn`` entry point."""
+"""``python -m robustsnn`` (and ``torchrun --nproc_per_node N -m robustsnn ...``): the command line."""
 
 from .cli import main
 

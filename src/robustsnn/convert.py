@@ -58,12 +58,39 @@ ANN more closely.
 Differences from the reference code: the same ``n_calib_batches`` batches serve every
 layer (the reference draws fresh shuffled training batches per layer, 11 of them), and
 no data augmentation is applied to them.
+
+**Recipes.** Everything above is the ``seed`` recipe. :class:`ConversionRecipe` names the
+low-latency techniques of the conversion literature, each an option recorded in the
+checkpoint (DESIGN.md section 6):
+
+* ``reset="soft"``: reset by subtraction keeps the residual charge.
+* ``init_potential=0.5``: :math:`v[-1] = \theta/2` centres the rounding error: an IF neuron
+  with soft reset fires :math:`\mathrm{round}(T a / \theta)` times for a constant input
+  :math:`0 \le a \le \theta`.
+* ``spike_amplitude="threshold"``: a layer emits :math:`\theta\, s`, so every layer works in
+  the ANN's units and the ANN's BN statistics and biases stay valid (no BN adaptation, no
+  bias rescaling); the amplitude folds into the next layer's weights on hardware.
+* ``thresholds``: ``"snn-percentile"`` (the seed's balancing above), ``"ann-percentile"``
+  (:math:`\theta_l = \max_b P_q` of the ANN's activation of layer :math:`l`, Rueckauer et al.
+  2017) or ``"clip"`` (the learnt clip :math:`\lambda_l` of a QCFS ANN, Bu et al. ICLR 2022:
+  :math:`h(x) = \lambda\,\mathrm{clip}(\lfloor x L/\lambda + 1/2\rfloor / L, 0, 1)`; an IF
+  neuron with threshold :math:`\lambda`, soft reset and :math:`\lambda/2` start reproduces it
+  at :math:`T = L` for constant inputs).
+* ``calibrate="bias"`` (Li et al. ICML 2021, bias correction): layer by layer in forward order,
+  the per-channel mean error :math:`e_l = E[a_l - \bar o_l]` between the ANN's activation and
+  the SNN's time-averaged output (both in ANN units) on the calibration batches is added to
+  the bias of the layer that produces the neuron's input current (a BN shift or a
+  Conv/Linear bias), ``calib_iterations`` times.
+
+``recipe="auto"`` (the default) is ``qcfs-calib`` for a QCFS ANN and ``rate-calib`` for a ReLU
+ANN; ``benchmarks/conversion_loss.py`` measures every recipe.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Callable
 
 import torch
@@ -71,10 +98,13 @@ from torch import nn
 
 from .checkpoint import attach_buffers
 from .errors import UsageError
-from .models import TwinModel, build_from_config
+from .models import TwinModel, build_from_config, spiking_layers
 from .neurons import NeuronConfig, SpikingNeuron
 
-__all__ = ["convert", "balance_thresholds", "adapt_batchnorm", "percentile", "calibration_batches"]
+__all__ = [
+    "convert", "balance_thresholds", "adapt_batchnorm", "percentile", "calibration_batches",
+    "ConversionRecipe", "RECIPES", "resolve_recipe", "ann_thresholds", "calibrate_biases",
+]
 
 Log = Callable[[str], None]
 
@@ -305,72 +335,310 @@ def adapt_batchnorm(
     return count
 
 
+THRESHOLD_RULES = ("snn-percentile", "ann-percentile", "clip")
+
+
+@dataclass(frozen=True)
+class ConversionRecipe:
+    """How an ANN becomes an SNN (JSON-serialisable; stored in the converted checkpoint).
+
+    Attributes:
+        name: the recipe's name (``RECIPES`` key, or ``"custom"`` after overrides).
+        thresholds: ``"snn-percentile"``, ``"ann-percentile"`` or ``"clip"`` (module docstring).
+        percentile: q of the percentile rules.
+        calib_time_steps: T_c of ``snn-percentile`` balancing.
+        scale: alpha, multiplies the balanced thresholds.
+        reset: ``"hard"`` or ``"soft"``.
+        init_potential: v[-1] / theta.
+        spike_amplitude: ``"one"`` or ``"threshold"`` (spikes theta * s).
+        bn_adapt: re-estimate BN statistics from the SNN (seed).
+        bias_correction: rescale biases to the spike-rate scale (seed, amplitude one only).
+        calibrate: ``"none"`` or ``"bias"`` (Li et al. 2021).
+        calib_iterations: passes of the calibration over all layers.
+    """
+
+    name: str = "custom"
+    thresholds: str = "snn-percentile"
+    percentile: float = 99.7
+    calib_time_steps: int = 100
+    scale: float = 0.3
+    reset: str = "hard"
+    init_potential: float = 0.0
+    spike_amplitude: str = "one"
+    bn_adapt: bool = True
+    bias_correction: bool = True
+    calibrate: str = "none"
+    calib_iterations: int = 2
+
+    def __post_init__(self) -> None:
+        if self.thresholds not in THRESHOLD_RULES:
+            raise UsageError(f"unknown threshold rule {self.thresholds!r}; choose one of {', '.join(THRESHOLD_RULES)}")
+        if self.reset not in ("hard", "soft"):
+            raise UsageError(f"reset must be 'hard' or 'soft', got {self.reset!r}")
+        if not 0.0 < float(self.percentile) <= 100.0:
+            raise UsageError(f"percentile must be in (0, 100], got {self.percentile}")
+        if int(self.calib_time_steps) < 1:
+            raise UsageError(f"calib_time_steps must be >= 1, got {self.calib_time_steps}")
+        if not float(self.scale) > 0.0:
+            raise UsageError(f"scale must be > 0, got {self.scale}")
+        if not 0.0 <= float(self.init_potential) <= 1.0:
+            raise UsageError(f"init_potential is a fraction of the threshold in [0, 1], got {self.init_potential}")
+        if self.spike_amplitude not in ("one", "threshold"):
+            raise UsageError(f"spike_amplitude must be 'one' or 'threshold', got {self.spike_amplitude!r}")
+        if self.calibrate not in ("none", "bias"):
+            raise UsageError(f"calibrate must be 'none' or 'bias', got {self.calibrate!r}")
+        if self.calibrate != "none" and self.spike_amplitude != "threshold":
+            raise UsageError("calibrate='bias' compares the SNN's output with the ANN's activation in the ANN's "
+                             "units: it needs spike_amplitude='threshold'")
+        if int(self.calib_iterations) < 1:
+            raise UsageError(f"calib_iterations must be >= 1, got {self.calib_iterations}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ConversionRecipe":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise UsageError(f"unknown conversion recipe field(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        return cls(**d)
+
+
+_SEED = ConversionRecipe("seed")
+_RATE = ConversionRecipe("rate", thresholds="ann-percentile", percentile=99.9, scale=1.0, reset="soft",
+                         init_potential=0.5, spike_amplitude="threshold", bn_adapt=False, bias_correction=False)
+_QCFS = replace(_RATE, name="qcfs", thresholds="clip", percentile=100.0)
+
+#: Named recipes; ``auto`` resolves to ``qcfs-calib`` (QCFS ANN) or ``rate-calib`` (ReLU ANN).
+RECIPES: dict[str, ConversionRecipe] = {
+    "seed": _SEED,
+    "seed-soft": replace(_SEED, name="seed-soft", reset="soft", init_potential=0.5),
+    "rate": _RATE,
+    "rate-calib": replace(_RATE, name="rate-calib", calibrate="bias"),
+    "qcfs": _QCFS,
+    "qcfs-calib": replace(_QCFS, name="qcfs-calib", calibrate="bias"),
+}
+RECIPE_NAMES = ("auto", *RECIPES)
+
+
+def _is_qcfs(ann: nn.Module) -> bool:
+    return getattr(getattr(ann, "config", None), "activation", "relu") == "qcfs"
+
+
+def resolve_recipe(ann: TwinModel, recipe: str | ConversionRecipe | dict = "auto", **overrides) -> ConversionRecipe:
+    """The :class:`ConversionRecipe` that ``convert(ann, recipe=..., **overrides)`` uses.
+
+    Args:
+        ann: the ANN twin (``auto`` and ``clip`` look at its activation).
+        recipe: a name of ``RECIPE_NAMES``, a recipe, or its dict.
+        **overrides: recipe fields to change (None values are ignored); the name becomes
+            ``"<name>+custom"`` when a value really changes.
+    """
+    if isinstance(recipe, dict):
+        base = ConversionRecipe.from_dict(recipe)
+    elif isinstance(recipe, ConversionRecipe):
+        base = recipe
+    elif recipe == "auto":
+        base = RECIPES["qcfs-calib" if _is_qcfs(ann) else "rate-calib"]
+    elif recipe in RECIPES:
+        base = RECIPES[recipe]
+    else:
+        raise UsageError(f"unknown conversion recipe {recipe!r}; choose one of {', '.join(RECIPE_NAMES)}")
+    known = {f.name for f in fields(ConversionRecipe)} - {"name"}
+    bad = sorted(set(overrides) - known)
+    if bad:
+        raise UsageError(f"unknown conversion option(s) {', '.join(bad)}; valid: {', '.join(sorted(known))}")
+    changes = {k: v for k, v in overrides.items() if v is not None and getattr(base, k) != v}
+    out = replace(base, **changes, name=f"{base.name}+custom" if changes else base.name) if changes else base
+    if out.thresholds == "clip" and not _is_qcfs(ann):
+        raise UsageError(f"recipe {out.name!r} takes the thresholds from a QCFS ANN's clip, but this ANN uses "
+                         f"{getattr(ann.config, 'activation', 'relu')}; train it with --activation qcfs or use "
+                         "recipe 'rate-calib' / 'seed'")
+    return out
+
+
+def _activations(model: nn.Module, names: list[str], x: torch.Tensor, time_steps: int | None = None) -> dict:
+    """Outputs of the named modules when ``model`` runs on ``x`` ({name: tensor})."""
+    seen: dict[str, torch.Tensor] = {}
+    handles = [model.get_submodule(n).register_forward_hook(
+        lambda mod, args, out, n=n: seen.__setitem__(n, out)) for n in names]
+    try:
+        model(x, time_steps=time_steps) if getattr(model, "is_snn", False) else model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+@torch.no_grad()
+def ann_thresholds(ann: TwinModel, snn: TwinModel, batches: list[torch.Tensor], *, q: float = 99.9,
+                   clip: bool = False, floor: float = 0.03, log: Log | None = None) -> list[float]:
+    r"""Set each spiking layer's threshold from the ANN twin's activation of the same name (in place).
+
+    ``clip=False``: :math:`\theta_l = \max_b P_q(a_l^{(b)})` over the calibration batches
+    (Rueckauer et al. 2017's robust normalisation). ``clip=True``: :math:`\theta_l` = the QCFS
+    clip :math:`\lambda_l` of the ANN's activation. Thresholds below ``floor`` are raised to it.
+
+    Returns:
+        The thresholds in layer order.
+    """
+    names = [n for n, _ in spiking_layers(snn)]
+    values: dict[str, float] = {}
+    if clip:
+        values = {n: float(ann.get_submodule(n).threshold.detach().clamp_min(1e-3)) for n in names}
+    else:
+        for x in batches:
+            acts = _activations(ann, names, x)
+            for n in names:
+                values[n] = max(values.get(n, float("-inf")), percentile(acts[n], q))
+    out = []
+    for n in names:
+        theta = max(values[n], floor)
+        snn.get_submodule(n).threshold.fill_(theta)
+        out.append(theta)
+        if log:
+            rule = "the ANN's QCFS clip" if clip else f"{q}th percentile of the ANN's activation"
+            log(f"{n}: theta = {theta:.4f} ({rule})")
+    return out
+
+
+def _input_producers(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[str, nn.Module] | None]:
+    """For each spiking layer, the (name, module) whose output is its input current (None if none is)."""
+    produced: dict[int, tuple[str, nn.Module, torch.Tensor]] = {}  # keeps the tensors alive: ids stay unique
+    found: dict[str, tuple[str, nn.Module] | None] = {}
+    neuron_names = {id(m): n for n, m in spiking_layers(model)}
+
+    def before_neuron(mod, args):
+        hit = produced.get(id(args[0]))
+        found[neuron_names[id(mod)]] = hit[:2] if hit else None
+
+    def after(name):
+        def hook(mod, args, out):
+            if isinstance(out, torch.Tensor):
+                produced[id(out)] = (name, mod, out)
+        return hook
+
+    handles = []
+    for name, m in model.named_modules():
+        if m is model:
+            continue
+        if id(m) in neuron_names:
+            handles.append(m.register_forward_pre_hook(before_neuron))
+        handles.append(m.register_forward_hook(after(name)))
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return found
+
+
+def _bias_of(module: nn.Module) -> torch.Tensor | None:
+    if _is_bn(module):
+        return module.bias if module.affine else None
+    return module.bias if _is_biased(module) else None
+
+
+@torch.no_grad()
+def calibrate_biases(snn: TwinModel, ann: TwinModel, batches: list[torch.Tensor], *, iterations: int = 2,
+                     log: Log | None = None) -> dict[str, float]:
+    r"""Li et al. (ICML 2021) bias correction, layer by layer in forward order (in place).
+
+    For spiking layer :math:`l` the per-channel error :math:`e_l = E[a_l - \bar o_l]` (mean over
+    calibration images, space and, for the SNN, time; ANN activation :math:`a_l`, SNN output
+    :math:`\bar o_l` in the ANN's units, i.e. ``spike_amplitude="threshold"``) is added to the
+    bias of the module that produces the layer's input current (BN shift or Conv/Linear bias),
+    with the layers before it already corrected; the whole pass runs ``iterations`` times.
+
+    Returns:
+        {layer: mean |e_l| of the last pass, before its correction}.
+    """
+    snn.eval()
+    ann.eval()
+    producers = _input_producers(snn, batches[0][:2])
+    names = [n for n, _ in spiking_layers(snn)]
+    last: dict[str, float] = {}
+    for it in range(int(iterations)):
+        for n in names:
+            prod = producers.get(n)
+            bias = _bias_of(prod[1]) if prod else None
+            if bias is None:
+                if it == 0 and log:
+                    log(f"{n}: its input is not made by one BN / biased layer; not calibrated")
+                continue
+            total, count = None, 0
+            for x in batches:
+                a = _activations(ann, [n], x)[n]
+                o = _activations(snn, [n], x)[n].mean(0)
+                dims = [0] + list(range(2, a.dim()))
+                err = (a.double() - o.double()).sum(dims)
+                total = err if total is None else total + err
+                count += a.numel() // a.shape[1]
+            e = (total / count).to(bias.dtype)
+            bias.add_(e)
+            last[n] = float(e.abs().mean())
+            if log and it == int(iterations) - 1:
+                log(f"{n}: bias of {prod[0]} corrected by mean |e| = {last[n]:.4f} (pass {it + 1})")
+    return last
+
+
 def convert(
     ann: TwinModel,
     calib_batches: Iterable,
     *,
+    recipe: str | ConversionRecipe | dict = "auto",
     time_steps: int = 8,
     neuron: str = "if",
-    reset: str = "hard",
-    percentile: float = 99.7,
-    calib_time_steps: int = 100,
     n_calib_batches: int = 10,
-    scale: float = 0.3,
     learn_threshold: bool = True,
     threshold_floor: float = 0.03,
-    bn_adapt: bool = True,
-    bias_correction: bool = True,
     surrogate=None,
     log: Log | None = None,
+    **overrides,
 ) -> TwinModel:
     r"""Convert an ANN twin into its SNN twin (a new model; the ANN is not changed).
 
     Args:
-        ann: a TwinModel built with ``kind="ann"`` (masked or not).
+        ann: a TwinModel built with ``kind="ann"`` (masked or not; ReLU or QCFS).
         calib_batches: training images (tensors [B, C, H, W] in [0, 1] or ``(x, y)``
             pairs); the first ``n_calib_batches`` are used. Memory grows with
             :math:`B \cdot T_c`: a few dozen images per batch suffice.
+        recipe: a name of ``RECIPE_NAMES`` (``"auto"``: ``qcfs-calib`` for a QCFS ANN,
+            ``rate-calib`` for a ReLU ANN; ``"seed"``: the reference method), a
+            :class:`ConversionRecipe` or its dict. :func:`resolve_recipe` gives the one used.
         time_steps: T of the returned SNN.
         neuron: ``"if"`` (:math:`\lambda = 1`, the method's neuron) or ``"lif"``.
-        reset: ``"hard"`` (the reference scripts' setting) or ``"soft"``.
-        percentile: :math:`q` of the input-current percentile (99.7).
-        calib_time_steps: :math:`T_c`, the simulation length while balancing (100).
         n_calib_batches: calibration batches (10).
-        scale: :math:`\alpha`, threshold scaling for the short simulation (0.3 at T = 8;
-            1.0 when ``time_steps`` is about ``calib_time_steps``).
         learn_threshold: thresholds become trainable parameters.
         threshold_floor: lower clamp of the thresholds in the forward pass.
-        bn_adapt: BN batch statistics during balancing, then re-estimated running
-            statistics (see the module docstring); False keeps the ANN's.
-        bias_correction: rescale biases to the spike-rate scale (see the module docstring).
         surrogate: surrogate for later training (a ``Surrogate`` or a string such as
             ``"triangle:1"``); None keeps the default (triangle, width 1).
         log: optional callback receiving progress lines.
+        **overrides: recipe fields (``reset``, ``percentile``, ``calib_time_steps``, ``scale``,
+            ``bn_adapt``, ``bias_correction``, ``init_potential``, ``spike_amplitude``,
+            ``thresholds``, ``calibrate``, ``calib_iterations``); None leaves the recipe's value.
     Returns:
-        The SNN twin in eval mode with balanced thresholds and the ANN's masks.
+        The SNN twin in eval mode with the recipe's thresholds and neurons and the ANN's masks.
     """
     if not isinstance(ann, TwinModel) or ann.config.kind != "ann":
         raise UsageError("convert needs an ANN twin (a model built with kind='ann')")
     if neuron not in ("if", "lif"):
         raise UsageError(f"convert builds IF or LIF neurons, got {neuron!r} (DLIF's per-step gain fixes T)")
-    if reset not in ("hard", "soft"):
-        raise UsageError(f"reset must be 'hard' or 'soft', got {reset!r}")
-    if not 0.0 < float(percentile) <= 100.0:
-        raise UsageError(f"percentile must be in (0, 100], got {percentile}")
-    if int(time_steps) < 1 or int(calib_time_steps) < 1:
-        raise UsageError(f"time steps must be >= 1, got time_steps={time_steps}, calib_time_steps={calib_time_steps}")
+    if int(time_steps) < 1:
+        raise UsageError(f"time steps must be >= 1, got time_steps={time_steps}")
     if int(n_calib_batches) < 1:
         raise UsageError(f"n_calib_batches must be >= 1, got {n_calib_batches}")
-    if not float(scale) > 0.0:
-        raise UsageError(f"scale must be > 0, got {scale}")
     if not float(threshold_floor) > 0.0:
         raise UsageError(f"threshold_floor must be > 0, got {threshold_floor}")
+    r = resolve_recipe(ann, recipe, **overrides)
 
-    fields = dict(kind=neuron, leak=None, reset=reset, learn_threshold=bool(learn_threshold),
-                  threshold_floor=float(threshold_floor), threshold=1.0)
+    fields_ = dict(kind=neuron, leak=None, reset=r.reset, learn_threshold=bool(learn_threshold),
+                   threshold_floor=float(threshold_floor), threshold=1.0, init_potential=float(r.init_potential),
+                   spike_amplitude=r.spike_amplitude)
     if surrogate is not None:
-        fields["surrogate"] = surrogate
-    snn = build_from_config(ann.config.with_(kind="snn", time_steps=int(time_steps), neuron=NeuronConfig(**fields)))
+        fields_["surrogate"] = surrogate
+    snn = build_from_config(ann.config.with_(kind="snn", time_steps=int(time_steps), neuron=NeuronConfig(**fields_)))
     device = next(ann.parameters()).device
     snn.to(device)
     state = ann.state_dict()
@@ -383,12 +651,26 @@ def convert(
     batches = calibration_batches(calib_batches, int(n_calib_batches), device)
     was_training = ann.training
     ann.eval()
-    reference = ann if bias_correction else None
+    reference = ann if r.bias_correction else None
+    if log:
+        log(f"recipe {r.name}: thresholds {r.thresholds}, {r.reset} reset, v[-1] = {r.init_potential:g} theta, "
+            f"spikes {'theta*s' if r.spike_amplitude == 'threshold' else 's'}, calibrate {r.calibrate}")
     try:
-        balance_thresholds(snn, batches, q=float(percentile), time_steps=int(calib_time_steps), scale=float(scale),
-                           batch_stats=bool(bn_adapt), ann=reference, floor=float(threshold_floor), log=log)
-        if bn_adapt or bias_correction:
-            adapt_batchnorm(snn, batches, time_steps=int(time_steps), ann=reference, bn=bool(bn_adapt), log=log)
+        if r.thresholds == "snn-percentile":
+            balance_thresholds(snn, batches, q=float(r.percentile), time_steps=int(r.calib_time_steps),
+                               scale=float(r.scale), batch_stats=bool(r.bn_adapt), ann=reference,
+                               floor=float(threshold_floor), log=log)
+        else:
+            thetas = ann_thresholds(ann, snn, batches, q=float(r.percentile), clip=r.thresholds == "clip",
+                                    floor=float(threshold_floor), log=log)
+            if r.scale != 1.0:
+                with torch.no_grad():
+                    for (_, m), theta in zip(spiking_layers(snn), thetas):
+                        m.threshold.fill_(theta * float(r.scale))
+        if r.bn_adapt or r.bias_correction:
+            adapt_batchnorm(snn, batches, time_steps=int(time_steps), ann=reference, bn=bool(r.bn_adapt), log=log)
+        if r.calibrate == "bias":
+            calibrate_biases(snn, ann, batches, iterations=int(r.calib_iterations), log=log)
     finally:
         ann.train(was_training)
     return snn.eval()

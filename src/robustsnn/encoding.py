@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from .distributed import shared_draw, sharing
+
 __all__ = ["ENCODINGS", "direct_encode", "poisson_encode", "encode", "readout"]
 
 ENCODINGS = ("direct", "poisson")
@@ -25,10 +27,17 @@ def poisson_encode(x: torch.Tensor, time_steps: int, generator: torch.Generator 
     """[B, ...] pixel intensities in [0, 1] -> Bernoulli spikes [T, B, ...].
 
     The value is the spike train; the gradient with respect to ``x`` is that of the
-    identity at every step (straight-through estimator).
+    identity at every step (straight-through estimator). Under DDP training
+    (:func:`robustsnn.distributed.batch_share`) each rank takes its rows of one uniform
+    draw for the whole global batch, so ranks never repeat each other's spike noise.
     """
     rep = direct_encode(x, time_steps)
-    spikes = torch.bernoulli(rep.detach().clamp(0, 1), generator=generator)
+    p = rep.detach().clamp(0, 1)
+    if generator is None and sharing(x.shape[0]):
+        u = shared_draw(lambda m: torch.rand((m, time_steps, *x.shape[1:]), dtype=x.dtype, device=x.device), x.shape[0])
+        spikes = (u.transpose(0, 1) < p).to(rep.dtype)
+    else:
+        spikes = torch.bernoulli(p, generator=generator)
     return rep + (spikes - rep).detach()
 
 

@@ -24,8 +24,10 @@ import torch
 from torch import nn
 
 from . import __version__
+from . import distributed as D
 from .errors import UsageError
 from .io import jsonable
+from .precision import autocast, check_precision
 from .attacks.base import check_eps, check_norm
 from .attacks.diagnostics import (
     Diagnostics,
@@ -286,6 +288,8 @@ def evaluate(
     dataset: str | None = None,
     warn: bool = True,
     cache_dir: str | Path | None = None,
+    distributed: bool | None = None,
+    precision: str = "fp32",
 ) -> EvalResult:
     """Evaluate the adversarial robustness of ``model`` on ``data``.
 
@@ -319,9 +323,28 @@ def evaluate(
             last finished member, and a later one whose members start with the same ones
             (``standard`` after ``pgd-ens``) on the same model, data and settings reuses them
             (:mod:`robustsnn.attacks.cache`). None: no cache.
+        distributed: under torchrun (default: whenever a process group of several ranks is
+            open), every rank calls this with the same arguments and the ensemble's attacks
+            are split across the ranks (:class:`~robustsnn.attacks.ensemble.Ensemble`); the
+            per-sample verdicts and breaker records equal one process's, and every rank
+            returns the full result (let rank 0 save it). Calibration and diagnostics, on
+            ``calibration_size`` samples, run on every rank.
+        precision: ``"fp32"`` or ``"bf16"`` (autocast of every forward pass,
+            :mod:`robustsnn.precision`; its members are cached apart from fp32 ones).
     Returns:
         :class:`EvalResult` (``.robust_acc``, ``.results``, ``.warnings``, ``.save(path)``).
     """
+    if check_precision(precision) != "fp32":
+        args = {k: v for k, v in locals().items() if k != "args"}
+        args["precision"] = "fp32"
+        if cache_dir is not None:
+            args["cache_dir"] = Path(cache_dir) / precision
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        with autocast(precision, device):
+            res = evaluate(**args)
+        res.notes.append(f"precision {precision}: forward passes under autocast (neurons integrate in float32)")
+        res.settings["precision"] = precision
+        return res
     t_all = time.perf_counter()
     norm = check_norm(norm)
     eps_list = _parse_eps(eps)
@@ -362,6 +385,9 @@ def evaluate(
     if not spiking:
         notes.append("no spiking layers: gradient estimators do not apply; members differing only by estimator were merged")
 
+    sharded = D.active() if distributed is None else bool(distributed) and D.active()
+    if sharded:
+        notes.append(f"attacks split across {D.world_size()} ranks (torchrun); per-sample results as one process")
     cal_n = min(int(calibration_size), n_eff)
     x_cal, y_cal = x[:cal_n], y[:cal_n]
 
@@ -419,6 +445,7 @@ def evaluate(
                 model, ms, eps=e, norm=norm, seed=seed, votes=votes, eot=eot, early_exit=early_exit,
                 batch_size=batch_size, transfer_source=source, transfer_source_name=source_name,
                 on_progress=lambda d, a, e=e: tick(f"eps={e:g}  {d}", a), cache_dir=cache_dir,
+                distributed=sharded,
             )
             res = ens.run(x, y)
             reused = sum(r.cached for r in res.members)
@@ -517,5 +544,6 @@ def evaluate(
         dataset=dataset or found_name,
         command=command,
         notes=notes,
-        environment={"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads()},
+        environment={"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
+                     "ranks": D.world_size() if sharded else 1},
     )

@@ -1,4 +1,9 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+
+Under torchrun only rank 0 writes (:func:`robustsnn.distributed.is_main`): the other
+ranks' calls return the path without touching the disk, so code that saves a
+checkpoint, a result or pipeline.json runs unchanged on every rank.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +18,10 @@ __all__ = ["atomic_write", "atomic_write_json", "atomic_replace_dir", "recover_d
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` then move ``tmp_path`` onto ``path`` atomically."""
+    """Call ``write(tmp_path)`` then move ``tmp_path`` onto ``path`` atomically (rank 0 only)."""
     path = Path(path)
+    if not _writer():
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
@@ -37,9 +44,11 @@ def atomic_replace_dir(path: str | Path, fill: Callable[[Path], None]) -> Path:
     """Build a directory with ``fill(tmp_dir)`` and swap it in place of ``path``.
 
     The old directory is renamed aside first and removed only after the new one is in
-    place, so at every instant one complete version exists on disk.
+    place, so at every instant one complete version exists on disk. Rank 0 only.
     """
     path = Path(path)
+    if not _writer():
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     recover_dir(path)
     for stale in path.parent.glob(f".{path.name}.new.*"):  # left by a killed writer: never complete
@@ -61,6 +70,12 @@ def atomic_replace_dir(path: str | Path, fill: Callable[[Path], None]) -> Path:
     return path
 
 
+def _writer() -> bool:
+    from .distributed import is_main
+
+    return is_main()
+
+
 def recover_dir(path: str | Path) -> bool:
     """Put back the previous version of ``path`` if a writer was killed between the two renames.
 
@@ -69,7 +84,7 @@ def recover_dir(path: str | Path) -> bool:
     aside name. Readers and the next writer call this first. Returns True if it restored.
     """
     path = Path(path)
-    if path.exists() or not path.parent.is_dir():
+    if not _writer() or path.exists() or not path.parent.is_dir():
         return False
     olds = sorted(path.parent.glob(f".{path.name}.old.*"), key=lambda p: p.stat().st_mtime_ns)
     if not olds:

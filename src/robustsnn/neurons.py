@@ -5,10 +5,15 @@ follows (DESIGN.md section 3)
 
 .. math::
 
-    m[t] &= \lambda\, v[t-1] + g[t]\, I[t], \qquad v[-1] = 0 \\
+    m[t] &= \lambda\, v[t-1] + g[t]\, I[t], \qquad v[-1] = \beta\,\theta \\
     s[t] &= H(m[t] - \theta) \qquad (H(0) = 1) \\
     v[t] &= m[t]\,(1 - s[t]) \quad \text{(hard reset)} \qquad
     v[t] = m[t] - \theta\, s[t] \quad \text{(soft reset)}
+
+with :math:`\beta` the initial potential as a fraction of the threshold
+(``init_potential``, 0 by default; 0.5 centres the rounding error of converted
+IF neurons, so that a constant input :math:`a \le \theta` gives
+:math:`\mathrm{round}(T a / \theta)` spikes with soft reset).
 
 * IF: :math:`\lambda = 1`, :math:`g[t] = 1`.
 * LIF: :math:`\lambda < 1` (default 0.99), :math:`g[t] = 1`.
@@ -18,8 +23,12 @@ follows (DESIGN.md section 3)
 The whole time loop is one autograd operation (:class:`_MultiStepSpike`): the
 forward saves only the membrane potentials :math:`m` (and :math:`I` when the
 gain needs a gradient); the backward runs the exact reverse-time recursion
-with the surrogate derivative in place of :math:`dH/du`. No state survives a
-call: two identical calls give identical outputs.
+with the surrogate derivative in place of :math:`dH/du`. On the CPU both run as
+one call of a compiled C++/OpenMP kernel (:mod:`robustsnn.kernels`, built on
+first use; ``ROBUSTSNN_KERNEL=torch`` forces the pure-PyTorch loop, which is also
+the fallback where the kernel cannot build): same spikes bit for bit, same
+gradients up to summation order. No state survives a call: two identical calls
+give identical outputs.
 
 Gradient modes (set per neuron by :func:`robustsnn.estimators.estimator`):
 
@@ -32,11 +41,13 @@ Gradient modes (set per neuron by :func:`robustsnn.estimators.estimator`):
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch import nn
 
+from . import kernels
 from .surrogates import Surrogate, layer_width, parse_surrogate, surrogate_grad
 
 __all__ = [
@@ -46,6 +57,8 @@ __all__ = [
     "multistep_spike_bptr",
     "SpikingNeuron",
     "ReLU",
+    "QCFS",
+    "qcfs",
     "NEURON_KINDS",
 ]
 
@@ -66,6 +79,11 @@ class NeuronConfig:
         threshold_floor: lower clamp applied to theta in the forward pass.
         surrogate: default surrogate used in ``bptt`` mode.
         detach_reset: drop the gradient through the reset term (SpikingJelly's option).
+        init_potential: initial membrane potential v[-1] as a fraction of theta (0 = rest,
+            0.5 = the conversion literature's theta/2 start).
+        spike_amplitude: ``"one"`` (the layer emits s in {0, 1}) or ``"threshold"`` (it emits
+            theta * s, as converted networks do so that every layer works in the ANN's units;
+            the events are the same, the amplitude folds into the next layer's weights).
     """
 
     kind: str = "lif"
@@ -76,6 +94,8 @@ class NeuronConfig:
     threshold_floor: float = 0.03
     surrogate: Surrogate = field(default_factory=Surrogate)
     detach_reset: bool = False
+    init_potential: float = 0.0
+    spike_amplitude: str = "one"
 
     def __post_init__(self) -> None:
         if self.kind not in NEURON_KINDS:
@@ -86,6 +106,10 @@ class NeuronConfig:
             raise ValueError(f"leak must be in [0, 1], got {self.leak}")
         if not self.threshold > 0:
             raise ValueError(f"threshold must be > 0, got {self.threshold}")
+        if self.spike_amplitude not in ("one", "threshold"):
+            raise ValueError(f"spike_amplitude must be 'one' or 'threshold', got {self.spike_amplitude!r}")
+        if not 0.0 <= float(self.init_potential) <= 1.0:
+            raise ValueError(f"init_potential is a fraction of the threshold in [0, 1], got {self.init_potential}")
         if not isinstance(self.surrogate, Surrogate):
             object.__setattr__(self, "surrogate", parse_surrogate(self.surrogate))
 
@@ -119,15 +143,15 @@ class GradMode:
     surrogate: Surrogate | None = None
 
 
-def _forward_loop(current, threshold, gain, lam, soft, keep_membrane):
+def _forward_loop(current, threshold, gain, lam, soft, keep_membrane, init=0.0):
     """Run the neuron dynamics; returns spikes [T, ...] and membrane m [T, ...] (or None).
 
-    Writes m and s straight into the preallocated outputs (no per-step copies).
+    ``init`` is v[-1] / theta. Writes m and s straight into the preallocated outputs.
     """
     T = current.shape[0]
     spikes = torch.empty_like(current)
     membrane = torch.empty_like(current) if keep_membrane else None
-    v = None
+    v = None if not init else (threshold * init).expand_as(current[0])
     for t in range(T):
         i_t = current[t] if gain is None else current[t] * gain[t]
         m_out = membrane[t] if keep_membrane else None
@@ -141,22 +165,56 @@ def _forward_loop(current, threshold, gain, lam, soft, keep_membrane):
     return spikes, membrane
 
 
+def _kernel_input(current):
+    """(contiguous base, broadcast) for the compiled kernel: a current repeated over time
+    (stride 0 along T, direct encoding) is passed once, [N], instead of T copies."""
+    T = current.shape[0]
+    if T > 1 and current.stride(0) == 0:
+        return current[0].contiguous().reshape(-1), True
+    return current.contiguous().reshape(T, -1), False
+
+
+def _run_forward(current, threshold, gain, lam, soft, keep_membrane, init=0.0):
+    """As :func:`_forward_loop`, in one call of the compiled kernel where it runs (else the loop).
+
+    Returns (spikes shaped like ``current``, membrane [T, ...] or None, kernel input or None).
+    """
+    mod = kernels.get() if kernels.supports(current) else None
+    if mod is None or current.dim() < 1 or (gain is not None and gain.dtype != current.dtype):
+        spikes, membrane = _forward_loop(current, threshold, gain, lam, soft, keep_membrane, init)
+        return spikes, membrane, None
+    base, bcast = _kernel_input(current)
+    th = threshold.detach()
+    v0 = float(th * init) if init else 0.0
+    g = None if gain is None else gain.detach()
+    spikes, membrane = mod.forward(base, current.shape[0], bcast, float(th), g, float(lam), soft, bool(init), v0,
+                                   keep_membrane, kernels.fused_update())
+    spikes = spikes.view(current.shape)
+    membrane = membrane.view(current.shape) if keep_membrane else None
+    return spikes, membrane, (base, bcast)
+
+
 class _MultiStepSpike(torch.autograd.Function):
     """Whole-sequence spiking neuron with an exact surrogate-BPTT backward."""
 
     @staticmethod
-    def forward(ctx, current, threshold, gain, lam, soft, surrogate, detach_reset):
-        spikes, membrane = _forward_loop(current, threshold, gain, lam, soft, True)
-        width = layer_width(surrogate, membrane - threshold)
+    def forward(ctx, current, threshold, gain, lam, soft, surrogate, detach_reset, init=0.0):
+        spikes, membrane, kin = _run_forward(current, threshold, gain, lam, soft, True, init)
+        width = layer_width(surrogate, membrane - threshold) if surrogate.name == "pdsg" else surrogate.width
         need_current = gain is not None and ctx.needs_input_grad[2]
+        if need_current and kin is not None:
+            current = kin[0]  # the kernel reads the (possibly broadcast) base
         ctx.save_for_backward(membrane, threshold, gain, current if need_current else None)
-        ctx.cfg = (lam, soft, surrogate, width, detach_reset)
+        ctx.cfg = (lam, soft, surrogate, width, detach_reset, init)
+        ctx.kernel = None if kin is None else kin[1]
         return spikes
 
     @staticmethod
     def backward(ctx, grad_spikes):
+        if ctx.kernel is not None:
+            return _kernel_backward(ctx, grad_spikes)
         membrane, threshold, gain, current = ctx.saved_tensors
-        lam, soft, surrogate, width, detach_reset = ctx.cfg
+        lam, soft, surrogate, width, detach_reset, init = ctx.cfg
         T = membrane.shape[0]
         want_i, want_th, want_g = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         grad_current = torch.empty_like(membrane) if want_i else None
@@ -187,15 +245,35 @@ class _MultiStepSpike(torch.autograd.Function):
             if want_g:
                 grad_gain[t] = (g_m * current[t]).sum()
             gv = g_m * lam
-        return grad_current, (grad_th if want_th else None), grad_gain, None, None, None, None
+        if init and want_th:  # v[-1] = init * theta
+            grad_th = grad_th + init * gv.sum()
+        return grad_current, (grad_th if want_th else None), grad_gain, None, None, None, None, None
+
+
+def _kernel_backward(ctx, grad_spikes):
+    """Backward of :class:`_MultiStepSpike` in one call of the compiled kernel."""
+    membrane, threshold, gain, current = ctx.saved_tensors
+    lam, soft, surrogate, width, detach_reset, init = ctx.cfg
+    want_i, want_th, want_g = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+    shape = membrane.shape
+    T = shape[0]
+    mod = kernels.get()
+    gi, g_th, g_gain, gv_sum = mod.backward(
+        grad_spikes.contiguous().view(T, -1), membrane.view(T, -1), float(threshold),
+        None if gain is None else gain.detach(), current if want_g else None, bool(ctx.kernel), lam, soft,
+        detach_reset, kernels.SURROGATE_IDS[surrogate.name], float(width), float(surrogate.alpha), want_i, want_th)
+    if init and want_th:  # v[-1] = init * theta
+        g_th = g_th + init * gv_sum
+    return (gi.view(shape) if want_i else None), (g_th if want_th else None), (g_gain if want_g else None), \
+        None, None, None, None, None
 
 
 class _MultiStepSpikeBPTR(torch.autograd.Function):
     """Exact spiking forward; backward through the firing rate (BPTR)."""
 
     @staticmethod
-    def forward(ctx, current, threshold, gain, lam, soft):
-        spikes, _ = _forward_loop(current, threshold, gain, lam, soft, False)
+    def forward(ctx, current, threshold, gain, lam, soft, init=0.0):
+        spikes = _run_forward(current, threshold, gain, lam, soft, False, init)[0]
         ctx.save_for_backward((spikes.mean(0) > 0).to(current.dtype), gain)
         return spikes
 
@@ -205,7 +283,7 @@ class _MultiStepSpikeBPTR(torch.autograd.Function):
         g = (grad_spikes.mean(0) * active).unsqueeze(0).expand_as(grad_spikes)
         if gain is not None:
             g = g * gain.view(-1, *([1] * (g.dim() - 1)))
-        return g.contiguous(), None, None, None, None
+        return g.contiguous(), None, None, None, None, None
 
 
 def multistep_spike(
@@ -216,6 +294,7 @@ def multistep_spike(
     reset: str = "hard",
     surrogate: Surrogate = Surrogate(),
     detach_reset: bool = False,
+    init: float = 0.0,
 ) -> torch.Tensor:
     """Spikes of a layer of IF/LIF/DLIF neurons over T steps, surrogate BPTT backward.
 
@@ -227,21 +306,23 @@ def multistep_spike(
         reset: ``"hard"`` or ``"soft"``.
         surrogate: surrogate shape for dH/du.
         detach_reset: no gradient through the reset term.
+        init: initial membrane potential v[-1] as a fraction of theta.
     Returns:
         Spikes in {0, 1}, shape [T, B, ...], dtype of ``current``.
     """
     threshold = torch.as_tensor(threshold, dtype=current.dtype, device=current.device)
-    return _MultiStepSpike.apply(current, threshold, gain, float(lam), reset == "soft", surrogate, detach_reset)
+    return _MultiStepSpike.apply(current, threshold, gain, float(lam), reset == "soft", surrogate, detach_reset,
+                                 float(init))
 
 
-def multistep_spike_bptr(current, threshold, lam=0.99, gain=None, reset="hard"):
+def multistep_spike_bptr(current, threshold, lam=0.99, gain=None, reset="hard", init=0.0):
     """As :func:`multistep_spike` (same forward), with the backprop-through-rate backward.
 
     Gradient to ``current[t]``: ``mean_t'(dL/ds[t']) * 1[mean_t s > 0] * g[t]``; none to
     threshold or gain.
     """
     threshold = torch.as_tensor(threshold, dtype=current.dtype, device=current.device)
-    return _MultiStepSpikeBPTR.apply(current, threshold, gain, float(lam), reset == "soft")
+    return _MultiStepSpikeBPTR.apply(current, threshold, gain, float(lam), reset == "soft", float(init))
 
 
 class SpikingNeuron(nn.Module):
@@ -281,7 +362,24 @@ class SpikingNeuron(nn.Module):
         return self.gain
 
     def forward(self, current: torch.Tensor) -> torch.Tensor:
-        """Spikes [T, B, ...] for input current [T, B, ...] (ReLU of the current in ``ann`` mode)."""
+        """Spikes [T, B, ...] for input current [T, B, ...] (ReLU of the current in ``ann`` mode).
+
+        With ``spike_amplitude="threshold"`` the spikes are theta * s. A half-precision current
+        (bf16/fp16 autocast) is integrated in float32 and the spikes are returned in its dtype.
+        """
+        if current.dtype in (torch.bfloat16, torch.float16):
+            return self.forward(current.float()).to(current.dtype)
+        if self.config.spike_amplitude == "threshold" and self.grad_mode.mode != "ann":
+            return self._spikes(current) * self.effective_threshold().to(current.dtype)
+        return self._spikes(current)
+
+    def spike_scale(self) -> float:
+        """The value of one emitted spike: 1, or theta with ``spike_amplitude="threshold"``."""
+        if self.config.spike_amplitude == "threshold":
+            return float(self.effective_threshold().detach())
+        return 1.0
+
+    def _spikes(self, current: torch.Tensor) -> torch.Tensor:
         cfg, gm = self.config, self.grad_mode
         gain = self._gain_for(current.shape[0])
         if gm.mode == "ann":
@@ -292,15 +390,19 @@ class SpikingNeuron(nn.Module):
             current.requires_grad or theta.requires_grad or (gain is not None and gain.requires_grad)
         )
         if not needs_grad:  # inference: no saved membrane, no autograd node
-            return _forward_loop(current, theta.to(current.dtype), gain, cfg.lam, cfg.reset == "soft", False)[0]
+            return _run_forward(current, theta.to(current.dtype), gain, cfg.lam, cfg.reset == "soft", False,
+                                cfg.init_potential)[0]
         if gm.mode == "bptr":
-            return multistep_spike_bptr(current, theta, cfg.lam, gain, cfg.reset)
+            return multistep_spike_bptr(current, theta, cfg.lam, gain, cfg.reset, cfg.init_potential)
         surrogate = gm.surrogate or cfg.surrogate
-        return multistep_spike(current, theta, cfg.lam, gain, cfg.reset, surrogate, cfg.detach_reset)
+        return multistep_spike(current, theta, cfg.lam, gain, cfg.reset, surrogate, cfg.detach_reset,
+                               cfg.init_potential)
 
     def extra_repr(self) -> str:
         c = self.config
-        return f"kind={c.kind}, lam={c.lam}, reset={c.reset}, surrogate={c.surrogate.label()}"
+        init = f", init={c.init_potential:g}*theta" if c.init_potential else ""
+        amp = ", spikes=theta*s" if c.spike_amplitude == "threshold" else ""
+        return f"kind={c.kind}, lam={c.lam}, reset={c.reset}{init}{amp}, surrogate={c.surrogate.label()}"
 
 
 class ReLU(nn.Module):
@@ -317,3 +419,56 @@ class ReLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x)
+
+
+def qcfs(x: torch.Tensor, clip: torch.Tensor, levels: int, grad_scale: float = 1.0) -> torch.Tensor:
+    r"""Quantisation-clip-floor-shift activation (Bu et al., ICLR 2022).
+
+    .. math:: h(x) = \lambda\, \mathrm{clip}\Big(\tfrac{1}{L}\big\lfloor \tfrac{x L}{\lambda} + \tfrac12 \big\rfloor, 0, 1\Big)
+
+    with :math:`L` = ``levels`` and the clip :math:`\lambda` = ``clip``. The floor passes
+    its gradient straight through, so both ``x`` and ``clip`` get gradients; the clip's is
+    multiplied by ``grad_scale`` (the value is unchanged). An IF neuron with threshold
+    :math:`\lambda`, soft reset and :math:`v[-1] = \lambda/2` fires :math:`L\, h(x)/\lambda`
+    times in :math:`T = L` steps for a constant input ``x``.
+
+    Args:
+        x: pre-activation, any shape.
+        clip: :math:`\lambda > 0`, a 0-dim tensor (learnable).
+        levels: :math:`L \ge 1`.
+        grad_scale: factor on the clip's gradient.
+    Returns:
+        h(x), the shape of ``x``, values in {0, lambda/L, ..., lambda}.
+    """
+    if grad_scale != 1.0:
+        clip = clip * grad_scale + (clip - clip * grad_scale).detach()
+    z = x * (levels / clip) + 0.5
+    z = z + (torch.floor(z) - z).detach()
+    return clip * torch.clamp(z / levels, 0.0, 1.0)
+
+
+class QCFS(nn.Module):
+    """QCFS activation of the ANN twin (:func:`qcfs`); its learnable clip is named ``threshold``.
+
+    The name matches the SNN twin's threshold, so conversion copies the clip into the
+    threshold with the weights. ``levels`` is the number of quantisation steps L (the SNN's
+    T at which conversion is exact up to the order of spikes). The clip's gradient sums over
+    every activation of the layer, so it is scaled by :math:`1/\sqrt{N L}` (N activations
+    per sample), as LSQ (Esser et al., ICLR 2020) scales a learnt step size: unscaled, one SGD
+    step at lr 0.1 can push the clip below zero and silence the layer.
+    """
+
+    def __init__(self, levels: int = 8, clip: float = 2.0):
+        super().__init__()
+        if int(levels) < 1:
+            raise ValueError(f"QCFS levels must be >= 1, got {levels}")
+        self.levels = int(levels)
+        self.threshold = nn.Parameter(torch.tensor(float(clip)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        per_sample = x[0].numel() if x.dim() > 1 else x.numel()
+        scale = 1.0 / math.sqrt(max(1, per_sample) * self.levels)
+        return qcfs(x, self.threshold.clamp_min(1e-3), self.levels, scale)
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}"

@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from .. import distributed as D
 from ..estimators import Estimator, parse_estimator
 from .apgd import APGD, APGDT
 from .base import DEFAULT_EPS, Attack, check_eps, check_norm, lp_norm, project
@@ -235,6 +236,12 @@ class Ensemble:
         cache_dir: keep each finished member in this folder (:mod:`~robustsnn.attacks.cache`), so
             a killed run resumes after its last finished member and a later run whose members
             start with the same ones reuses them. Early exit only; None: no cache.
+        distributed: under torchrun, split each member's work across the ranks: the
+            samples it attacks are cut into the same ``batch_size`` chunks as in one process,
+            rank r attacks chunks r, r+N, ..., and every rank folds all chunks in order, so the
+            per-sample outcome is exactly one process's. Rank 0 reads and writes the cache
+            (whose links are therefore shared with one-process runs). Every rank must call
+            :meth:`run` with the same data.
     """
 
     def __init__(
@@ -252,8 +259,10 @@ class Ensemble:
         transfer_source_name: str | None = None,
         on_progress: Callable[[str, float], None] | None = None,
         cache_dir: "str | Path | None" = None,
+        distributed: bool = False,
     ):
         self.model = model
+        self.distributed = bool(distributed) and D.active()
         self.cache_dir = cache_dir
         self.eot = eot
         self.transfer_source = transfer_source
@@ -340,7 +349,9 @@ class Ensemble:
                 spec = self.specs[k]
                 if cache is not None and isinstance(spec, Member):
                     link = next_link(link, spec.to_dict())
-                    hit = cache.load(link)
+                    hit = cache.load(link) if D.is_main() or not self.distributed else None
+                    if self.distributed:  # rank 0 reads the shared cache; everyone applies the same hit
+                        hit = D.broadcast_object(hit)
                     if hit is not None and self._reuse(hit, k, alive, breaker, x_adv, records):
                         if self.on_progress:
                             self.on_progress(f"{records[-1].label} (from the cache)", 1.0)
@@ -357,30 +368,52 @@ class Ensemble:
                     if self.on_progress:
                         self.on_progress(f"{rec.label} (skipped: nothing left)", 1.0)
                 chunks = pool.split(self.batch_size)
-                for chunk in chunks:
-                    xa = attack(x[chunk], y[chunk], ids=chunk.cpu())
-                    xa = project(xa, x[chunk], self.eps, self.norm)  # the ensemble defines the threat model
-                    fool = self._verdict(xa) != y[chunk]
+                mine = range(D.rank(), len(chunks), D.world_size()) if self.distributed else range(len(chunks))
+
+                def apply(j: int, fool: torch.Tensor, xa_fooled: torch.Tensor) -> None:
+                    """Fold chunk ``j``'s verdicts (and the images that fooled) into the ensemble state."""
+                    chunk = chunks[j]
+                    fool = fool.to(alive.device)
                     new = fool & alive[chunk]
                     if new.any():
                         sel = chunk[new]
-                        x_adv[sel] = xa[new]
+                        x_adv[sel] = xa_fooled.to(x_adv)[new[fool]]
                         breaker[sel.cpu()] = k
                         rec.broke += int(new.sum())
                     alive[chunk[fool]] = False
                     if fooled is not None:
                         fooled[k, chunk[fool].cpu()] = True
+
+                outcomes = []
+                for j in mine:
+                    chunk = chunks[j]
+                    xa = attack(x[chunk], y[chunk], ids=chunk.cpu())
+                    xa = project(xa, x[chunk], self.eps, self.norm)  # the ensemble defines the threat model
+                    fool = self._verdict(xa) != y[chunk]
+                    if self.distributed:  # every rank folds every chunk in order after the gather
+                        outcomes.append((j, fool.cpu(), xa[fool].cpu()))
+                    else:
+                        apply(j, fool, xa[fool])
                     if self.on_progress:
                         self.on_progress(f"{rec.label}  robust {float(alive.float().mean()):.1%}", 1.0 / len(chunks))
+                if self.distributed:
+                    gathered = D.all_gather_object((outcomes, list(getattr(attack, "messages", []))))
+                    for j, fool, xa_fooled in sorted((o for part, _ in gathered for o in part), key=lambda o: o[0]):
+                        apply(j, fool, xa_fooled)
+                    messages = list(dict.fromkeys(msg for _, msgs in gathered for msg in msgs))
+                    if self.on_progress and chunks:
+                        self.on_progress(f"{rec.label}  robust {float(alive.float().mean()):.1%}", 1.0 - len(mine) / len(chunks))
+                else:
+                    messages = list(getattr(attack, "messages", []))
                 rec.seconds = time.perf_counter() - t0
                 rec.running_acc = float(alive.float().mean()) if n else 0.0
                 if fooled is not None:
                     rec.alone_acc = float((correct.cpu() & ~fooled[k]).float().mean()) if n else 0.0
-                rec.messages = list(getattr(attack, "messages", []))
+                rec.messages = messages
                 records.append(rec)
-                if cache is not None:
-                    mine = (breaker == k).nonzero().squeeze(1)
-                    cache.store(link, mine, x_adv[mine.to(x_adv.device)], rec.to_dict())
+                if cache is not None and D.is_main():
+                    broke = (breaker == k).nonzero().squeeze(1)
+                    cache.store(link, broke, x_adv[broke.to(x_adv.device)], rec.to_dict())
             dist = lp_norm(x_adv - x, self.norm)
             if n and float(dist.max()) > self.eps * (1 + 1e-4) + 1e-6:  # pragma: no cover - a bug, not a user error
                 raise RuntimeError(f"an adversarial image is outside the budget ({float(dist.max()):.6g} > {self.eps:g})")

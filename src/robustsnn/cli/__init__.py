@@ -55,11 +55,21 @@ def main(argv: list[str] | None = None) -> None:
     click, vendored or not, as the usual short usage message with exit code 2; expected
     errors of ours (bad values, unreadable files, a full disk) become one line
     ``error: ...`` on stderr and exit code 2. ``ROBUSTSNN_DEBUG=1`` shows the traceback.
+    Under torchrun only rank 0 prints an expected error (every rank exits with code 2),
+    except a lost peer, which each surviving rank reports.
     """
+    from .. import distributed as D
+
     try:
-        app(args=argv, prog_name="robustsnn", standalone_mode=True)
+        try:
+            app(args=argv, prog_name="robustsnn", standalone_mode=True)
+        except SystemExit as e:
+            if not e.code:  # success: close the process group (a no-op for one process)
+                D.shutdown()
+            raise
     except (RobustSNNError, ValueError, OSError, KeyError) as e:
         if os.environ.get("ROBUSTSNN_DEBUG"):
             raise
-        print(f"error: {_message(e)}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0" or type(e).__name__ == "RankFailure":
+            print(f"error: {_message(e)}", file=sys.stderr)
         sys.exit(2)

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from .. import __version__, checkpoint
 from ..data import load_dataset
+from ..distributed import resolve_device
 from ..errors import UsageError
 from ..io import atomic_write_json
 from ..metrics import EnergyModel, efficiency
@@ -30,17 +31,18 @@ def efficiency_of_checkpoint(
     split: str = "test",
     batch_size: int = 256,
     energy: EnergyModel = EnergyModel(),
+    device: str = "cpu",
 ) -> dict:
     """:func:`robustsnn.metrics.efficiency` of a checkpoint on the first ``n`` images of a split.
 
-    The data set defaults to the one the checkpoint was trained on.
+    The data set defaults to the one the checkpoint was trained on; ``device``: cpu, cuda, cuda:N or auto.
     """
     meta = checkpoint.read_meta(ckpt)
     name = dataset or meta.get("dataset")
     if not name:
         raise UsageError(f"{ckpt} does not record its data set; pass --dataset")
     data = load_dataset(name, split, data_dir=data_dir)
-    model = load_sparse(ckpt)
+    model = load_sparse(ckpt).to(resolve_device(device))
     report = efficiency(model, data, energy, n=n, batch_size=batch_size)
     return {"checkpoint": str(ckpt), "dataset": name, "split": split, "model": meta["model"],
             "version": __version__, **report}
@@ -104,9 +106,10 @@ def register(app: typer.Typer) -> None:
         e_mac: float = typer.Option(4.6, help="Energy of one MAC in pJ (45 nm default)."),
         e_ac: float = typer.Option(0.9, help="Energy of one accumulate in pJ (45 nm default)."),
         json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON here."),
+        device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
     ):
         """Spike rates per layer and step, MACs / SOPs, energy (SNN vs dense SNN vs ANN) and memory."""
-        r = efficiency_of_checkpoint(ckpt, n=n, dataset=dataset, data_dir=data_dir, split=split,
+        r = efficiency_of_checkpoint(ckpt, n=n, dataset=dataset, data_dir=data_dir, split=split, device=device,
                                      batch_size=batch_size, energy=EnergyModel(e_mac, e_ac))
         print_report(r)
         if json_out is not None:

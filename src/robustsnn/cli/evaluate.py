@@ -106,26 +106,30 @@ def register(app: typer.Typer) -> None:
         early_exit: bool = typer.Option(True, "--early-exit/--no-early-exit", help="Attack only samples not yet broken (same verdicts, faster)."),
         diagnostics: bool = typer.Option(True, "--diagnostics/--no-diagnostics", help="Gradient-masking checks."),
         calibration_size: int = typer.Option(64, help="Samples for estimator calibration and diagnostics."),
-        device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default cpu)."),
+        device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N or auto (default cpu; under torchrun: each rank's GPU)."),
+        precision: str = typer.Option("fp32", help="fp32 (default) or bf16 (autocast; neurons stay fp32)."),
         cache: Optional[Path] = typer.Option(None, "--cache", help="Keep finished members here so a killed run resumes and a longer preset reuses them (default: eval-cache/ next to --out)."),
         no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the member cache."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No live progress bar."),
     ):
         """Robust accuracy of a checkpoint under an attack ensemble; prints tables, writes JSON."""
-        import torch
 
         from .. import checkpoint
+        from .. import distributed as D
         from ..attacks.cache import CACHE_DIRNAME
         from ..attacks.presets import get_preset
         from ..data import dataset_info
         from ..evaluate import evaluate
+        from ..precision import check_precision
 
-        console = Console()
+        dev = D.setup(device or "cpu")  # under torchrun: join the group; the attacks are split across the ranks
+        console = Console(quiet=not D.is_main())
         command = "robustsnn " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         try:
             get_preset(preset)
         except ValueError as e:
             raise UsageError(str(e)) from None
+        check_precision(precision)
         eps_list = _eps_values(eps)
         if n < 1 or batch_size < 1:
             raise UsageError(f"--n and --batch-size must be >= 1, got {n} and {batch_size}")
@@ -133,7 +137,7 @@ def register(app: typer.Typer) -> None:
         model = checkpoint.load(ckpt)
         if device:
             try:
-                model = model.to(torch.device(device))
+                model = model.to(dev)
             except (RuntimeError, AssertionError) as e:
                 raise UsageError(f"--device {device}: {e}") from None
         name = data or meta.get("dataset") or "fashion-mnist"
@@ -157,10 +161,10 @@ def register(app: typer.Typer) -> None:
             preset=preset, eps=eps_list, norm=norm, n=n, batch_size=batch_size, seed=seed, votes=votes, eot=eot,
             early_exit=early_exit, diagnostics=diagnostics, calibration_size=calibration_size,
             transfer_from=transfer_from, command=command, dataset=info.name, warn=False,
-            cache_dir=None if no_cache else (cache or out_path.parent / CACHE_DIRNAME),
+            cache_dir=None if no_cache else (cache or out_path.parent / CACHE_DIRNAME), precision=precision,
         )
         try:
-            if no_progress:
+            if no_progress or not D.is_main():
                 res = evaluate(model, test, **kwargs)
             else:
                 with Progress(
@@ -179,7 +183,8 @@ def register(app: typer.Typer) -> None:
             raise UsageError(str(e.args[0] if e.args else e)) from None
         res.model = res.model or meta.get("model")
         print_result(res, console)
-        path = res.save(out_path)
+        path = res.save(out_path) if D.is_main() else out_path
+        D.barrier()
         best = ", ".join(f"eps={r.eps:g}: {r.robust_acc:.2%}" for r in res.results)
         console.print(f"[bold green]robust accuracy[/] ({res.preset}, n={res.n}): {best}   clean {res.clean_acc:.2%}")
         console.print(f"result: {path}  ({res.timings['total']:.0f} s)")

@@ -11,10 +11,12 @@ import torch
 import typer
 from rich.console import Console
 
+from .. import distributed as D
 from ..checkpoint import refuse_to_replace
 from ..data import dataset_info, load_dataset
 from ..errors import UsageError
 from ..models import build
+from ..precision import check_precision
 from ..train import TrainConfig, accuracy, fit, make_objective
 from .config_file import merge_options, read_config
 
@@ -24,6 +26,8 @@ __all__ = ["TRAIN_DEFAULTS", "train_from_options", "register"]
 TRAIN_DEFAULTS: dict = {
     "model": "cnn",
     "kind": "snn",
+    "activation": "relu",
+    "levels": None,
     "dataset": "fashion-mnist",
     "data_dir": None,
     "neuron": "lif",
@@ -60,6 +64,8 @@ TRAIN_DEFAULTS: dict = {
     "objective_params": {},
     "parseval": 0.0,
     "device": "cpu",
+    "sync_bn": False,
+    "precision": "fp32",
     "eval_preset": None,
     "eval_eps": "0.1",
     "eval_n": 1000,
@@ -89,6 +95,7 @@ def objective_params(o: dict) -> dict:
 def _check_ranges(o: dict) -> None:
     if int(o["time_steps"]) < 1:
         raise UsageError(f"time_steps must be >= 1, got {o['time_steps']}")
+    check_precision(o.get("precision") or "fp32")
 
 
 def train_from_options(o: dict, *, resume: bool = False, progress: bool = True, command: str | None = None, console: Console | None = None) -> dict:
@@ -96,7 +103,8 @@ def train_from_options(o: dict, *, resume: bool = False, progress: bool = True, 
 
     Returns a summary dict: out directory, history and the final full-test-set accuracy.
     """
-    console = console or Console()
+    D.setup(o["device"])  # under torchrun: join the process group before anything prints
+    console = console or Console(quiet=not D.is_main())
     _check_ranges(o)
     refuse_to_replace(Path(o["out"]) / "model")  # before any work: --out must be a place to write
     info = dataset_info(o["dataset"])
@@ -115,6 +123,8 @@ def train_from_options(o: dict, *, resume: bool = False, progress: bool = True, 
         std=info.std,
         encoding=o["encoding"],
         width=float(o["width"]),
+        activation=o["activation"],
+        levels=int(o["levels"]) if o["levels"] else None,
         threshold=float(o["threshold"]),
         reset=o["reset"],
         leak=o["leak"],
@@ -137,6 +147,8 @@ def train_from_options(o: dict, *, resume: bool = False, progress: bool = True, 
         objective_params=objective_params(o),
         parseval=float(o["parseval"] or 0.0),
         device=o["device"],
+        sync_bn=bool(o.get("sync_bn")),
+        precision=o["precision"],
     )
     make_objective(config.objective, **config.objective_params)  # fail fast on a bad option
     out = Path(o["out"])
@@ -177,7 +189,7 @@ def _evaluate_after_training(model, test_set, o: dict, out: Path, command: str |
         console.print(f"evaluating: {name}, eps {', '.join(f'{e:g}' for e in eps)}, first {o['eval_n']} test images")
         kwargs = dict(eps=eps, n=int(o["eval_n"]), seed=int(o["seed"]), command=command,
                       dataset=test_set.info.name, warn=False, diagnostics=i == len(names) - 1,
-                      cache_dir=out / CACHE_DIRNAME)
+                      cache_dir=out / CACHE_DIRNAME, precision=o["precision"])
         if name == "fgsm":
             res = evaluate(model.eval(), test_set, members=[Member("fgsm")], **kwargs)
         else:
@@ -196,8 +208,10 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_cmd(
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/TOML file of options; flags override it."),
-        model: Optional[str] = typer.Option(None, help="Architecture: cnn, vgg5, vgg11, vgg16, resnet19, resnet20, wrn16_4."),
+        model: Optional[str] = typer.Option(None, help="Architecture: cnn, vgg5, vgg11, vgg16, resnet19, resnet20, wrn16_4, wrn28_4."),
         kind: Optional[str] = typer.Option(None, help="snn or ann."),
+        activation: Optional[str] = typer.Option(None, help="ANN activation: relu (default) or qcfs (clip-floor-shift, for near-lossless conversion)."),
+        levels: Optional[int] = typer.Option(None, help="QCFS quantisation levels L (default: --time-steps, the SNN's T after conversion)."),
         dataset: Optional[str] = typer.Option(None, help="fashion-mnist (default), mnist, cifar10, cifar100, svhn, tiny-imagenet."),
         data_dir: Optional[str] = typer.Option(None, help="Folder holding the data set files."),
         neuron: Optional[str] = typer.Option(None, help="if, lif or dlif."),
@@ -232,7 +246,9 @@ def register(app: typer.Typer) -> None:
         mppd: Optional[float] = typer.Option(None, help="rho: weight of the MPPD regulariser (0 = off)."),
         mppd_layers: Optional[str] = typer.Option(None, help="MPPD layers: last (default), all, or indices '0,2'."),
         parseval: Optional[float] = typer.Option(None, help="Parseval retraction beta after each step (0 = off; forces weight decay 0)."),
-        device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N or auto."),
+        device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N or auto (under torchrun: each rank's GPU)."),
+        sync_bn: Optional[bool] = typer.Option(None, "--sync-bn/--no-sync-bn", help="Under torchrun: batch norm with the statistics of the global batch."),
+        precision: Optional[str] = typer.Option(None, help="fp32 (default) or bf16 (autocast; neurons stay fp32)."),
         eval_preset: Optional[str] = typer.Option(None, help="After training, evaluate with these presets, comma-separated (fgsm, quick, standard, ...)."),
         eval_eps: Optional[str] = typer.Option(None, help="Budgets of that evaluation, e.g. 0.1 or 0.05,0.1."),
         eval_n: Optional[int] = typer.Option(None, help="Test images of that evaluation (first N)."),

@@ -45,6 +45,8 @@ def batches(
     epoch: int = 0,
     augment: bool | Augmentation = False,
     drop_last: bool = False,
+    part: tuple[int, int] | None = None,
+    pin_memory: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Iterate once over ``dataset`` in mini-batches.
 
@@ -57,6 +59,11 @@ def batches(
         augment: True for the data set's :func:`~robustsnn.data.transforms.default_augmentation`,
             an :class:`Augmentation` for a specific one, False for none.
         drop_last: skip a final batch smaller than ``batch_size``.
+        part: ``(rank, world)``: yield only this rank's contiguous slice of every global
+            batch (:func:`robustsnn.distributed.split_batch`); order and augmentation are
+            drawn for the whole global batch, so the slices of all ranks together are
+            exactly the batches of one process (a seeded DistributedSampler).
+        pin_memory: return page-locked tensors, for ``.to(cuda, non_blocking=True)``.
 
     Yields:
         ``(x, y)``: x float32 ``[B, C, H, W]`` with values in [0, 1] (pixel / 255),
@@ -72,7 +79,18 @@ def batches(
     transform = augment if isinstance(augment, Augmentation) and not augment.is_identity else None
     for i in range(count):
         index = order[i * batch_size : (i + 1) * batch_size]
+        rows = slice(None)
+        if part is not None:
+            from ..distributed import split_batch
+
+            share = split_batch(len(index), *part)
+            rows = slice(share.start, share.stop)
+            if transform is None:  # no per-batch draws to keep in step: load only this rank's rows
+                index, rows = index[rows], slice(None)
         x = dataset.images[index].to(torch.float32).div_(255.0)
         if transform is not None:
             x = transform(x, generator)
-        yield x, dataset.labels[index]
+        x, y = x[rows], dataset.labels[index][rows]
+        if pin_memory:
+            x, y = x.pin_memory(), y.pin_memory()
+        yield x, y

@@ -113,6 +113,7 @@ class OpRecorder:
         self.layers: dict[str, _LayerStats] = {}
         self.snn = False
         self._after_spikes = False
+        self._amplitude = 1.0
 
     def attach(self, model: nn.Module) -> list:
         handles = []
@@ -127,16 +128,22 @@ class OpRecorder:
 
     def start_batch(self, batch_size: int) -> None:
         self._after_spikes = False
+        self._amplitude = 1.0
 
     def _neuron_hook(self, module, inputs, output):
         self._after_spikes = True
+        self._amplitude = max(self._amplitude, module.spike_scale())
 
     def _classify(self, x: torch.Tensor) -> str:
         if not self.snn:
             return "analog"
         if bool(((x == 0) | (x == 1)).all()):
             return "spikes"
-        if self._after_spikes and bool(((x >= 0) & (x <= 1)).all()):
+        if self._after_spikes and self._amplitude != 1.0:  # theta * s events
+            nonzero = x[x != 0]
+            if nonzero.numel() and bool((nonzero == nonzero[0]).all()) and float(nonzero[0]) > 0:
+                return "spikes"
+        if self._after_spikes and bool(((x >= 0) & (x <= self._amplitude)).all()):
             return "pooled"
         return "analog"
 

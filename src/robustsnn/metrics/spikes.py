@@ -53,6 +53,9 @@ class SpikeRecorder:
     def _hook(self, name: str):
         def hook(module, inputs, output):
             s = output.detach()
+            scale = module.spike_scale()
+            if scale != 1.0:  # spike_amplitude="threshold": events of value theta
+                s = s / scale
             if module.grad_mode.mode == "ann" or not bool(((s == 0) | (s == 1)).all()):
                 raise UsageError(
                     f"spiking layer {name!r} emitted non-binary values (is the ANN-proxy estimator active?); "

@@ -22,7 +22,7 @@ from torch import nn
 from ..errors import UsageError
 from ..encoding import ENCODINGS, encode, readout
 from ..layers import Normalize
-from ..neurons import GradMode, NeuronConfig, ReLU, SpikingNeuron
+from ..neurons import QCFS, GradMode, NeuronConfig, ReLU, SpikingNeuron
 
 __all__ = ["ModelConfig", "TwinModel", "ActivationFactory", "spiking_layers", "scaled_channels", "init_weights"]
 
@@ -44,6 +44,9 @@ class ModelConfig:
         neuron: neuron settings (SNN only).
         mean, std: per-channel normalisation of the data set, applied inside the model.
         width: channel multiplier for the architecture (1.0 = as published).
+        activation: the ANN twin's activation: ``"relu"`` or ``"qcfs"`` (clip-floor-shift
+            with a learnable clip, for near-lossless conversion; ANN only).
+        levels: quantisation levels L of ``"qcfs"`` (None: ``time_steps``).
     """
 
     name: str = "cnn"
@@ -57,6 +60,8 @@ class ModelConfig:
     mean: tuple = (0.0,)
     std: tuple = (1.0,)
     width: float = 1.0
+    activation: str = "relu"
+    levels: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("snn", "ann"):
@@ -65,6 +70,10 @@ class ModelConfig:
             raise ValueError(f"unknown encoding {self.encoding!r}; choose one of {', '.join(ENCODINGS)}")
         if not 1 <= int(self.time_steps) <= 10000:
             raise ValueError(f"time_steps must be in 1..10000, got {self.time_steps}")
+        if self.activation not in ("relu", "qcfs"):
+            raise ValueError(f"unknown ANN activation {self.activation!r}; choose relu or qcfs")
+        if self.levels is not None and int(self.levels) < 1:
+            raise ValueError(f"levels must be >= 1, got {self.levels}")
         if isinstance(self.neuron, dict):
             object.__setattr__(self, "neuron", NeuronConfig.from_dict(self.neuron))
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
@@ -211,5 +220,8 @@ def init_weights(body: nn.Module) -> nn.Module:
 def activation_factory(config: ModelConfig) -> ActivationFactory:
     """The activation each twin uses: ReLU for the ANN, a spiking neuron layer for the SNN."""
     if config.kind == "ann":
+        if config.activation == "qcfs":
+            levels = int(config.levels or config.time_steps)
+            return lambda: QCFS(levels)
         return ReLU
     return lambda: SpikingNeuron(config.neuron, config.time_steps)

@@ -51,6 +51,8 @@ def build(
     std=None,
     encoding: str = "direct",
     width: float = 1.0,
+    activation: str = "relu",
+    levels: int | None = None,
     **neuron_kwargs,
 ) -> TwinModel:
     """Build an ANN or SNN twin by architecture name.
@@ -64,6 +66,8 @@ def build(
         mean, std: per-channel normalisation (defaults: 0 and 1).
         encoding: ``"direct"`` or ``"poisson"``.
         width: channel multiplier.
+        activation: the ANN twin's activation, ``"relu"`` or ``"qcfs"``.
+        levels: QCFS quantisation levels (None: ``time_steps``).
         **neuron_kwargs: fields of :class:`NeuronConfig` (threshold, reset, leak, surrogate, ...).
     Returns:
         A :class:`TwinModel`; ``model(x)`` maps [B, C, H, W] in [0, 1] to logits [B, K].
@@ -84,5 +88,7 @@ def build(
         mean=tuple(mean) if mean is not None else (0.0,) * in_channels,
         std=tuple(std) if std is not None else (1.0,) * in_channels,
         width=width,
+        activation=activation,
+        levels=levels,
     )
     return build_from_config(config)

@@ -1,4 +1,5 @@
-"""Wide-ResNet-16-4 with pre-activation blocks, as in the seeds (SNN-RAT; Özdenizci & Legenstein).
+"""Wide-ResNet-16-4 and -28-4 with pre-activation blocks, as in the seeds (SNN-RAT; Özdenizci & Legenstein;
+WRN-28-4 is the CIFAR-100 model of Schmolli et al. 2025 and HYDRA's, Sehwag et al. 2020).
 
 Pre-activation block (Zagoruyko & Komodakis 2016)::
 
@@ -20,7 +21,8 @@ Layout at ``width = 1`` (all channel counts times ``config.width``)::
     layer3: 2 blocks, 256 channels, stride 2
     BN - act - GAP - flatten - Linear(256, K)
 
-13 spiking layers; 2.75 M parameters (10 classes, 3 input channels). GAP is
+13 spiking layers; 2.75 M parameters (10 classes, 3 input channels). WRN-28-4 has the
+same layout with 4 blocks per stage: 25 spiking layers, 5.85 M parameters. GAP is
 AdaptiveAvgPool2d(1) (the seeds' AvgPool2d(8) at 32x32), so 28 and 64 work too.
 Convolutions use Kaiming-normal (fan-out) initialisation, as the seeds do.
 """
@@ -36,7 +38,7 @@ from .. import layers as L
 from .base import ActivationFactory, ModelConfig, init_weights, scaled_channels
 from .registry import register
 
-__all__ = ["PreActBlock", "wide_resnet", "wrn16_4"]
+__all__ = ["PreActBlock", "wide_resnet", "wrn16_4", "wrn28_4"]
 
 
 
@@ -98,3 +100,9 @@ def wide_resnet(config: ModelConfig, act: ActivationFactory, depth: int, widen: 
 def wrn16_4(config: ModelConfig, act: ActivationFactory) -> nn.Module:
     """WRN-16-4 (pre-activation): stem 16; 2 blocks each of 64, 128 (s2), 256 (s2); BN-act-GAP; Linear(256, K)."""
     return wide_resnet(config, act, depth=16, widen=4)
+
+
+@register("wrn28_4")
+def wrn28_4(config: ModelConfig, act: ActivationFactory) -> nn.Module:
+    """WRN-28-4 (pre-activation): stem 16; 4 blocks each of 64, 128 (s2), 256 (s2); BN-act-GAP; Linear(256, K)."""
+    return wide_resnet(config, act, depth=28, widen=4)

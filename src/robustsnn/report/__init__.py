@@ -12,7 +12,8 @@ figures, written to ``<md stem>_files/`` next to it (``report_files/``).
 Sections: a summary (clean and robust accuracy at each eps, sparsity, energy
 and memory against the dense SNN and the ANN, diagnostics), the diagnostics'
 warnings in red, accuracy against eps per attack and estimator, which ensemble
-member broke how many samples, spike rates per layer and time step, per-layer
+member broke how many samples, clean and robust accuracy after each stage of a
+pipeline run (robust ANN, pruned ANN, converted SNN, finetuned SNN), spike rates per layer and time step, per-layer
 sparsity, energy and memory, training curves, and the exact commands and
 configuration. Inputs that are missing make their section say so; see
 :mod:`robustsnn.report.collect` for what is read.

@@ -18,6 +18,9 @@ efficiency               ``RUN_DIR/efficiency.json`` (``robustsnn efficiency --j
                          for the final SNN (and saved) when absent
 training log             ``*/log.json`` with a ``history`` (else a checkpoint's history)
 pipeline                 ``RUN_DIR/pipeline.json``: ``{"stages": [...], "config": {...}}``
+stage accuracy           each training stage's ``"accuracy"`` in pipeline.json (clean and
+                         robust on the first n test images), else its older ``test_acc`` /
+                         ``test_acc_1000``, else the last ``test_acc`` of that stage's log
 =======================  ==================================================================
 """
 
@@ -34,10 +37,19 @@ from ..checkpoint import CONFIG, FORMAT as CHECKPOINT_FORMAT, WEIGHTS
 from ..errors import RobustSNNError, UsageError
 from ..evaluate import RESULT_FORMAT, EvalResult
 
-__all__ = ["Checkpoint", "EvalFile", "TrainLog", "RunData", "collect", "PRESET_RANK"]
+__all__ = ["Checkpoint", "EvalFile", "TrainLog", "RunData", "collect", "stage_accuracies", "PRESET_RANK", "STAGE_LABELS"]
 
 #: How much an evaluation preset says about robustness (higher: stronger).
 PRESET_RANK = {"quick": 0, "custom": 1, "standard": 2, "autoattack": 3, "full": 4}
+
+#: The pipeline's training stages in the order they run, and what the model after each one is.
+STAGE_LABELS = {
+    "ann": "robust ANN",
+    "prune": "pruned ANN",
+    "convert": "converted SNN (before finetuning)",
+    "finetune": "finetuned SNN",
+    "baseline": "end-to-end SNN",
+}
 
 MAX_FILES = 20000  # stop walking a directory tree this large (not a run directory)
 MAX_JSON_BYTES = 64 * 2**20
@@ -117,6 +129,7 @@ class RunData:
     ann_memory: dict | None = None
     ann_rel: str | None = None
     logs: list[TrainLog] = field(default_factory=list)
+    stages: list[dict] = field(default_factory=list)
     missing: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     version: str = __version__
@@ -229,6 +242,62 @@ def _walk(run_dir: Path, data: RunData, skip: set[Path]) -> tuple[list[tuple[Pat
             else:
                 jsons.append((path, obj))
     return jsons, logs
+
+
+def _fraction(v) -> float | None:
+    """``v`` if it is an accuracy (a number in [0, 1]), else None."""
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 else None
+
+
+def stage_accuracies(pipeline: dict | None, logs: list[TrainLog] = (), problems: list[str] | None = None) -> list[dict]:
+    """Clean and robust accuracy of the model after each training stage of a pipeline run.
+
+    Args:
+        pipeline: pipeline.json's content (None: not a pipeline run).
+        logs: the run's training logs; a stage whose record has no accuracy (an older
+            pipeline.json) falls back to the last ``test_acc`` of the log of the same name.
+        problems: where an ``"accuracy"`` record in an unexpected layout is named.
+    Returns:
+        One dict per finished stage of :data:`STAGE_LABELS`, in that order: ``stage``, ``label``,
+        ``clean`` (fraction or None), ``robust`` (fraction or None: not measured), ``n`` (test
+        images or None: unknown), ``preset`` and ``eps`` of the robust number (or None) and
+        ``source`` (where the numbers come from). Stages with no number at all are left out.
+    """
+    if not pipeline:
+        return []
+    records = {st.get("name"): st for st in pipeline.get("stages") or [] if isinstance(st, dict) and st.get("status", "done") == "done"}
+    by_stage = {log.stage: log for log in logs}
+    rows = []
+    for stage, label in STAGE_LABELS.items():
+        st = records.get(stage)
+        if st is None:
+            continue
+        row = {"stage": stage, "label": label, "clean": None, "robust": None, "n": None, "preset": None, "eps": None, "source": None}
+        acc = st.get("accuracy")
+        if acc is not None:
+            clean = _fraction(acc.get("clean")) if isinstance(acc, dict) else None
+            if clean is None:
+                if problems is not None:
+                    problems.append(f"pipeline.json: stage {stage}: \"accuracy\" in an unexpected layout ({str(acc)[:80]}), ignored")
+            else:
+                n, eps = acc.get("n"), acc.get("eps")
+                row.update(clean=clean, robust=_fraction(acc.get("robust")), source="pipeline.json accuracy",
+                           n=n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None,
+                           preset=str(acc["preset"]) if acc.get("preset") is not None else None,
+                           eps=float(eps) if isinstance(eps, (int, float)) and not isinstance(eps, bool) else None)
+        if row["clean"] is None:
+            log = by_stage.get(stage)
+            last = log.history[-1] if log and log.history else {}
+            n_log = last.get("test_images") if isinstance(last.get("test_images"), int) else None
+            if _fraction(st.get("test_acc_1000")) is not None:
+                row.update(clean=_fraction(st["test_acc_1000"]), n=1000, source="pipeline.json test_acc_1000")
+            elif _fraction(st.get("test_acc")) is not None:
+                row.update(clean=_fraction(st["test_acc"]), n=n_log, source="pipeline.json test_acc")
+            elif _fraction(last.get("test_acc")) is not None:
+                row.update(clean=_fraction(last["test_acc"]), n=n_log, source=f"training log {log.rel}")
+        if row["clean"] is not None:
+            rows.append(row)
+    return rows
 
 
 def _pick_final(run_dir: Path, data: RunData) -> None:
@@ -384,6 +453,7 @@ def collect(run_dir: str | Path, *, n: int = 256, compute: bool = True, skip: li
     data.logs = sorted(logs.values(), key=lambda g: (written(g), g.stage))  # in the order the stages ran
 
     _pick_main_eval(run_dir, data)
+    data.stages = stage_accuracies(data.pipeline, data.logs, data.problems)
 
     # efficiency: RUN_DIR/efficiency.json, else one measured on the final model, else the newest
     if effs:

@@ -314,6 +314,58 @@ class _Builder:
         out.append(Para(". ".join(counts) + "."))
         return out
 
+    # ------------------------------------------------------------------ pipeline stages
+    def stage_accuracy(self) -> Section | None:
+        """Clean and robust accuracy after each training stage (pipeline runs only: None otherwise)."""
+        d = self.d
+        s = Section("stages", "Per-stage accuracy")
+        if d.pipeline is None:
+            return None
+        rows = d.stages
+        if not rows:
+            s.blocks.append(Para("Not available: pipeline.json records no accuracy for any training stage "
+                                 "(no stage finished yet, or it was written by an older robustsnn).", "note"))
+            return s
+        measured = [r for r in rows if r["robust"] is not None]
+        settings = {(r["preset"], r["eps"]) for r in measured}
+        same = len(settings) == 1
+        preset, eps = next(iter(settings)) if same else (None, None)
+
+        def how(r) -> str:
+            bits = [x for x in (r["preset"] and f"preset {r['preset']}", r["eps"] is not None and f"eps {r['eps']:g}") if x]
+            return ", ".join(bits)
+
+        robust_head = "robust" + (f" ({how(measured[0])})" if same and how(measured[0]) else "")
+        table, prev = [], None
+        for r in rows:
+            change = ""
+            if prev is not None:
+                parts = [f"{(r['clean'] - prev['clean']) * 100:+.1f}"]
+                if r["robust"] is not None and prev["robust"] is not None:
+                    parts.append(f"{(r['robust'] - prev['robust']) * 100:+.1f}")
+                change = " / ".join(parts) + " pts"
+            robust = pct(r["robust"]) + (f" ({how(r)})" if r["robust"] is not None and not same and how(r) else "")
+            table.append([r["label"], (pct(r["clean"]), "strong"), (robust, "strong") if r["robust"] is not None else ("n/a", "muted"),
+                          str(r["n"]) if r["n"] else ("?", "muted"), change, (r["source"], "muted")])
+            prev = r
+        fig = self.image("stage-accuracy", plots.stage_accuracy([(r["label"], r["clean"], r["robust"]) for r in rows], robust_head),
+                         "clean and robust accuracy after each pipeline stage",
+                         "Blue: clean accuracy; orange: robust accuracy; n/a: not recorded for that stage.")
+        same_images = all(r["source"] == "pipeline.json accuracy" for r in rows) and len({r["n"] for r in rows}) == 1
+        images = (f"on the same first {rows[0]['n']} test images" if same_images else
+                  "on the test images each stage recorded (n; older records: not necessarily the same images)")
+        s.blocks.append(Para(f"The model after each stage of the pipeline, {images}: where the route gains or loses "
+                             "accuracy. The final model's full evaluation is in the Robustness section."
+                             + (" Robust accuracy under preset quick (PGD-10, one surrogate) is for comparing the stages, "
+                                "not a robustness number." if preset == "quick" else "")))
+        s.blocks.append(Grid([fig, Table(["stage", "clean", robust_head, "n", "change vs previous (clean / robust)", "from"], table,
+                                         align="lrrrrl")]))
+        missing = [r["label"] for r in rows if r["robust"] is None]
+        if missing:
+            s.blocks.append(Para(f"No robust accuracy recorded for: {', '.join(missing)} (pipeline.json from an older robustsnn "
+                                 "records clean accuracy only; a new run measures both).", "note"))
+        return s
+
     # ------------------------------------------------------------------ diagnostics
     def diagnostics(self) -> Section:
         s = Section("diagnostics", "Gradient-masking diagnostics")
@@ -574,6 +626,7 @@ def build(data: RunData) -> Document:
         _guarded(data, make, sid, title)
         for make, sid, title in (
             (b.robustness, "robustness", "Robustness"),
+            (b.stage_accuracy, "stages", "Per-stage accuracy"),
             (b.diagnostics, "diagnostics", "Gradient-masking diagnostics"),
             (b.spikes, "spikes", "Spike activity"),
             (b.sparsity, "sparsity", "Sparsity"),
@@ -582,6 +635,7 @@ def build(data: RunData) -> Document:
             (b.commands, "commands", "Commands and configuration"),
         )
     ]
+    sections = [x for x in sections if x is not None]  # a section that does not apply to this run
     extra = b.missing_section()
     if extra is not None:
         sections.append(extra)

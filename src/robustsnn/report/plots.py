@@ -23,6 +23,7 @@ __all__ = [
     "energy",
     "memory",
     "training_curve",
+    "stage_accuracy",
 ]
 
 DPI = 110
@@ -286,4 +287,39 @@ def training_curve(history: list[dict], title: str) -> bytes:
     ax.set_title(title, fontsize=10, color=INK, loc="left")
     if lines:
         ax.legend(lines, [l.get_label() for l in lines], fontsize=7, frameon=False, loc="center right")
+    return _png(fig)
+
+
+# ---------------------------------------------------------------------------- pipeline stages
+def stage_accuracy(stages: Sequence[tuple[str, float | None, float | None]], robust_label: str = "robust") -> bytes:
+    """Clean and robust accuracy after each pipeline stage, as grouped bars: (label, clean, robust).
+
+    A missing number (None) leaves its bar out and writes ``n/a`` at its place, so an old run
+    with clean accuracy only still shows where the clean accuracy was lost.
+    """
+    from matplotlib.patches import Patch
+
+    k = len(stages)
+    fig, (ax,) = _fig(min(9.0, max(4.8, 1.3 + 1.45 * k)), 3.2)
+    w = 0.38
+    handles = []
+    for j, (name, color, idx) in enumerate((("clean", ACCENT, 1), (robust_label, "#ef6c00", 2))):
+        xs = [i + (j - 0.5) * w for i in range(k)]
+        vals = [st[idx] for st in stages]
+        shown = [(x, v) for x, v in zip(xs, vals) if v is not None]
+        if shown:
+            ax.bar([x for x, _ in shown], [v for _, v in shown], width=w * 0.94, color=color)
+        handles.append(Patch(color=color, label=name if shown else f"{name}: not recorded"))
+        for x, v in zip(xs, vals):
+            ax.text(x, 0.0 if v is None else v, "n/a" if v is None else f"{v:.1%}", ha="center", va="bottom", fontsize=7.5,
+                    color=MUTED if v is None else INK)
+    ax.set_xlim(-0.7, k - 0.3)
+    ax.set_ylim(0, 1.12)
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.set_xticks(range(k))
+    ax.set_xticklabels([st[0].replace(" (", "\n(") for st in stages], fontsize=8)
+    ax.set_ylabel("test accuracy", fontsize=9, color=INK)
+    ax.set_title("accuracy of the model after each stage", fontsize=10, color=INK, loc="left")
+    ax.legend(handles=handles, fontsize=7.5, frameon=False, loc="upper right", ncol=2)
     return _png(fig)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from ..attacks.pgd import PGD
 from ..attacks.rfgsm import RFGSM, RFGSMStable
+from ..distributed import shared_draw, unwrap
 from ..errors import UsageError
 from .mppd import capture_currents, perturbation_energy, select_layers
 from .objectives import register_objective
@@ -39,8 +40,9 @@ _ID_RANGE = 2**62
 
 
 def _ids(x: torch.Tensor) -> torch.Tensor:
-    """Per-sample attack keys drawn from torch's (per-epoch seeded) RNG."""
-    return torch.randint(0, _ID_RANGE, (x.shape[0],))
+    """Per-sample attack keys drawn from torch's (per-epoch seeded) RNG (under DDP: this rank's
+    rows of the global batch's keys, see :func:`robustsnn.distributed.shared_draw`)."""
+    return shared_draw(lambda m: torch.randint(0, _ID_RANGE, (m,)), x.shape[0])
 
 
 def _check_budget(name: str, value: float) -> float:
@@ -80,8 +82,10 @@ class _Regularised:
         return None
 
     def __call__(self, model, x, y):
-        x_pert = self.perturb(model, x, y).detach()
-        layers = select_layers(model, self.mppd_layers) if self.rho > 0 else []
+        # ``model`` may be a DDP wrapper: the perturbation is made locally with the plain module,
+        # only the two training passes go through the wrapper (and its gradient all-reduce)
+        x_pert = self.perturb(unwrap(model), x, y).detach()
+        layers = select_layers(unwrap(model), self.mppd_layers) if self.rho > 0 else []
         with capture_currents(layers) as rec:
             logits = model(x)
             logits_pert = model(x_pert)
@@ -100,7 +104,8 @@ class _Gaussian(_Regularised):
         self.sigma = _check_budget("sigma", sigma)
 
     def perturb(self, model, x, y):
-        return x + self.sigma * torch.randn_like(x)
+        noise = shared_draw(lambda m: torch.randn((m, *x.shape[1:]), dtype=x.dtype, device=x.device), x.shape[0])
+        return x + self.sigma * noise
 
 
 class _Adversarial(_Regularised):

@@ -10,29 +10,43 @@ Run directory written by :func:`fit`::
 Reproducibility: epoch ``e`` seeds the data order/augmentation and torch's RNG from
 ``(seed, e)`` alone, and the learning rate is a function of the global step, so
 resuming after epoch ``e`` ends with the same weights as an uninterrupted run.
+
+Under torchrun (:mod:`robustsnn.distributed`) the model is wrapped in
+DistributedDataParallel; every rank takes its slice of each global batch (same order
+and augmentation as one process), adversarial examples are made locally on each
+rank with the unwrapped model, and the loss is weighted so that DDP's gradient
+average is the global-batch mean. The weights then follow one process with the same
+global batch (up to float rounding; with ``sync_bn`` also for models with batch norm).
+Rank 0 writes checkpoints and logs and draws the progress bar; a run may resume on
+another number of ranks.
 """
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
 from .. import checkpoint
+from .. import distributed as D
 from ..data import ArrayDataset, batches, num_batches
-from ..errors import CheckpointError, UsageError
+from ..errors import CheckpointError, RobustSNNError, UsageError
 from ..io import atomic_write_json, recover_dir
 from ..models.masks import apply_masks
+from ..precision import autocast, check_precision
 from .objectives import Objective, make_objective
 from .parseval import ParsevalStep
 from .optim import cosine_lr, load_optimizer, make_optimizer, save_optimizer
 
-__all__ = ["TrainConfig", "fit", "accuracy"]
+__all__ = ["TrainConfig", "fit", "accuracy", "RankFailure"]
 
 PostStep = Callable[[nn.Module], None]
 
@@ -55,7 +69,12 @@ class TrainConfig:
         objective_params: its parameters (eps, beta, sigma, mppd, ...).
         parseval: Parseval retraction strength beta after every step (0 = off; weight decay
             is forced to 0 when it is on, as in the seeds).
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"`` (under torchrun a CUDA device
+            means each rank's own GPU).
+        sync_bn: under DDP, normalise with the statistics of the global batch
+            (:class:`robustsnn.distributed.SyncBatchNorm`) instead of each rank's slice.
+        precision: ``"fp32"`` (default) or ``"bf16"`` (autocast of the forward passes,
+            :mod:`robustsnn.precision`).
     """
 
     epochs: int = 1
@@ -72,8 +91,11 @@ class TrainConfig:
     objective_params: dict = field(default_factory=dict)
     parseval: float = 0.0
     device: str = "cpu"
+    sync_bn: bool = False
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        self.precision = check_precision(self.precision)
         if self.device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
@@ -94,17 +116,28 @@ class TrainConfig:
             raise UsageError(f"weight_decay must be >= 0, got {self.weight_decay}")
 
 
+class RankFailure(RobustSNNError):
+    """A peer rank stopped (killed, out of memory, lost node) during distributed training."""
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, data: ArrayDataset, batch_size: int = 500) -> float:
-    """Clean top-1 accuracy (fraction in [0, 1]) of ``model`` on every image of ``data``."""
+    """Clean top-1 accuracy (fraction in [0, 1]) of ``model`` on every image of ``data``.
+
+    Under torchrun each rank scores a contiguous share of ``data`` and the counts are summed.
+    """
+    model = D.unwrap(model)
     was_training = model.training
     model.eval()
     correct = 0
     device = next(model.parameters()).device
-    for x, y in batches(data, batch_size, shuffle=False, seed=0):
-        correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
+    share = D.split_batch(len(data))
+    part = data if not D.active() else data.subset(torch.arange(share.start, share.stop))
+    if len(part):
+        for x, y in batches(part, batch_size, shuffle=False, seed=0, pin_memory=device.type == "cuda"):
+            correct += int((model(x.to(device, non_blocking=True)).argmax(1) == y.to(device, non_blocking=True)).sum())
     model.train(was_training)
-    return correct / max(1, len(data))
+    return D.all_sum([correct])[0] / max(1, len(data))
 
 
 def _seeded_subset(data: ArrayDataset, n: int | None, seed: int) -> ArrayDataset:
@@ -156,16 +189,19 @@ def fit(
     """
     out = Path(out)
     ckpt_dir = out / "model"
-    model.to(config.device)
+    device = D.setup(config.device)
+    world, me = D.world_size(), D.rank()
+    model.to(device)
     objective = objective or make_objective(config.objective, **config.objective_params)
-    opt = make_optimizer(model, config.optimizer, config.lr, config.momentum, config.weight_decay)
     train_data = _seeded_subset(train_set, config.train_subset, config.seed)
     test_data = _seeded_subset(test_set, config.test_subset, config.seed + 1) if test_set is not None else None
+    per_rank = D.check_batch(config.batch_size, len(train_data), world)
     steps_per_epoch = num_batches(train_data, config.batch_size)
     total_steps = steps_per_epoch * config.epochs
 
     history: list[dict] = []
     start_epoch = 0
+    saved_opt = None
     if resume:
         recover_dir(ckpt_dir)
         if not (ckpt_dir / checkpoint.CONFIG).exists():
@@ -176,14 +212,42 @@ def fit(
         resumed = checkpoint.load(ckpt_dir)
         model.load_state_dict(resumed.state_dict())
         if (ckpt_dir / "optimizer.safetensors").exists():
-            load_optimizer(opt, ckpt_dir / "optimizer.safetensors", ckpt_dir / "optimizer.json")
+            saved_opt = ckpt_dir
+    if config.sync_bn and world > 1:
+        D.convert_sync_batchnorm(model)
+    opt = make_optimizer(model, config.optimizer, config.lr, config.momentum, config.weight_decay)
+    if saved_opt is not None:
+        load_optimizer(opt, saved_opt / "optimizer.safetensors", saved_opt / "optimizer.json")
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     hooks = list(post_step or [])
     if config.parseval > 0:
         hooks.append(ParsevalStep(config.parseval))
-    bar = _progress() if progress else None
+    main = D.is_main()
+    bar = _progress() if progress and main else None
     if bar:
         bar.start()
+    if main:
+        say = bar.console.print if bar else Console().print
+        if world > 1:
+            say(f"distributed: {world} ranks ({'nccl' if device.type == 'cuda' else 'gloo'}), global batch "
+                f"{config.batch_size} = {world} x {per_rank} per rank" + (", synchronised batch norm" if config.sync_bn else ""))
+        ranks_before = history[-1].get("ranks", 1) if history else world
+        if ranks_before != world:
+            say(f"resuming a run of {ranks_before} rank(s) on {world}: same global batch, data order and learning rate")
+    pin = device.type == "cuda"
+    epoch = start_epoch
+
+    def lost(reason: str) -> RankFailure:
+        return RankFailure(f"rank {me}: {reason} during epoch {epoch + 1}; the last checkpoint is {ckpt_dir} "
+                           f"(epoch {len(history)}): rerun the same command with --resume")
+
+    def on_term(signum, frame):  # torchrun stops the other ranks with SIGTERM when one fails
+        raise lost("stopped by the launcher (another rank failed)")
+
+    old_term = signal.signal(signal.SIGTERM, on_term) if world > 1 and _main_thread() else None
     try:
         for epoch in range(start_epoch, config.epochs):
             torch.manual_seed(config.seed * 100003 + epoch)
@@ -193,15 +257,18 @@ def fit(
             loss_sum = 0.0
             t0 = time.perf_counter()
             for i, (x, y) in enumerate(
-                batches(train_data, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch, augment=config.augment)
+                batches(train_data, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch, augment=config.augment,
+                        part=(me, world) if world > 1 else None, pin_memory=pin)
             ):
                 step = epoch * steps_per_epoch + i
-                x, y = x.to(config.device, non_blocking=True), y.to(config.device, non_blocking=True)
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 for group in opt.param_groups:
                     group["lr"] = cosine_lr(config.lr, step, total_steps)
-                loss, logits = objective(model, x, y)
+                share = D.split_batch(min(config.batch_size, len(train_data) - i * config.batch_size)) if world > 1 else None
+                with D.batch_share(share), autocast(config.precision, config.device):
+                    loss, logits = objective(net, x, y)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * share.weight if share is not None else loss).backward()
                 opt.step()
                 for hook in hooks:
                     hook(model)
@@ -210,7 +277,9 @@ def fit(
                 correct += int((logits.detach().argmax(1) == y).sum())
                 loss_sum += float(loss.detach()) * len(y)
                 if bar:
-                    bar.update(task, advance=1, loss=loss_sum / seen, acc=correct / seen, ips=seen / (time.perf_counter() - t0))
+                    bar.update(task, advance=1, loss=loss_sum / seen, acc=correct / seen, ips=world * seen / (time.perf_counter() - t0))
+                D.fault_point(f"epoch{epoch + 1}:step{i}")
+            seen, correct, loss_sum = D.all_sum([seen, correct, loss_sum])
             seconds = time.perf_counter() - t0
             entry = {
                 "epoch": epoch + 1,
@@ -220,12 +289,17 @@ def fit(
                 "seconds": seconds,
                 "lr_end": opt.param_groups[0]["lr"],
             }
+            if world > 1:
+                entry["ranks"], entry["batch_per_rank"] = world, per_rank
             if test_data is not None:
-                entry["test_acc"] = accuracy(model, test_data)
+                with autocast(config.precision, config.device):
+                    entry["test_acc"] = accuracy(model, test_data)
                 entry["test_images"] = len(test_data)
             history.append(entry)
-            _save_epoch(ckpt_dir, model, opt, config, epoch + 1, history, meta or {})
-            atomic_write_json(out / "log.json", {"recipe": asdict(config), "history": history})
+            if main:
+                _save_epoch(ckpt_dir, model, opt, config, epoch + 1, history, meta or {})
+                atomic_write_json(out / "log.json", {"recipe": asdict(config), "history": history})
+            D.barrier()
             if bar:
                 msg = f"epoch {epoch + 1}: loss {entry['loss']:.3f}, train acc {entry['train_acc']:.1%}"
                 if "test_acc" in entry:
@@ -233,10 +307,27 @@ def fit(
                 bar.console.print(msg)
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
                 break
+    except RuntimeError as e:
+        if world > 1 and _peer_lost(e):
+            raise lost("another rank stopped (its connection closed)") from e
+        raise
     finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
         if bar:
             bar.stop()
     return history
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _peer_lost(e: Exception) -> bool:
+    """True for the errors a collective raises when a peer rank has gone."""
+    text = str(e).lower()
+    return isinstance(e, getattr(torch.distributed, "DistError", ())) or any(
+        k in text for k in ("connection", "gloo", "nccl", "timed out", "timeout", "peer", "closed"))
 
 
 def _save_epoch(ckpt_dir: Path, model, opt, config: TrainConfig, epoch: int, history: list, meta: dict) -> None:
