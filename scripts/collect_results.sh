@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Copy the small, durable artefacts of finished runs from runs/ into results/ (committed):
 # every JSON result, log, and the checkpoint of the model that was evaluated
-# (config.json + weights.safetensors, no optimiser state).
+# (config.json + weights.safetensors, no optimiser state). .gitignore keeps the weights and
+# the generated reports out of git except the model zoo listed in the README.
 #   scripts/collect_results.sh && python scripts/results_table.py --runs results
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -40,3 +40,26 @@ def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
         code = e.code or 0
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def write_fmnist_idx(folder, n_train: int = 64, n_test: int = 32, seed: int = 0):
+    """Write ``synthetic_fmnist`` images as the four gzip IDX files of Fashion-MNIST into ``folder``.
+
+    Byte for byte the official layout (magic 2051/2049, big-endian sizes), so
+    ``--data-dir folder`` or ``ROBUSTSNN_DATA=folder`` reads them like the real data set.
+    """
+    import gzip
+    import struct
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n, s in (("train", n_train, seed), ("t10k", n_test, seed + 1)):
+        ds = synthetic_fmnist(n, seed=s)
+        images = ds.images[:, 0].numpy().astype("uint8")
+        labels = ds.labels.numpy().astype("uint8")
+        head = struct.pack(">IIII", 2051, n, 28, 28)
+        (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(head + images.tobytes(), mtime=0))
+        head = struct.pack(">II", 2049, n)
+        (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(head + labels.tobytes(), mtime=0))
+    return folder

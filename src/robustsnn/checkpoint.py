@@ -22,9 +22,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import __version__
-from .errors import CheckpointError
-from .io import atomic_replace_dir
+from .errors import CheckpointError, UsageError
+from .io import atomic_replace_dir, recover_dir
 from .models import ModelConfig, TwinModel, build_from_config
+from .sparse_format import unpack_state_dict
 
 __all__ = ["save", "load", "read_meta", "FORMAT", "WEIGHTS", "CONFIG", "attach_buffers"]
 
@@ -44,6 +45,7 @@ def save(path: str | Path, model: TwinModel, *, extra_files=None, **meta) -> Pat
     Returns:
         The checkpoint path.
     """
+    refuse_to_replace(path)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     config = {
         "format": FORMAT,
@@ -62,10 +64,30 @@ def save(path: str | Path, model: TwinModel, *, extra_files=None, **meta) -> Pat
     return atomic_replace_dir(path, fill)
 
 
+def refuse_to_replace(path: str | Path) -> None:
+    """Raise :class:`UsageError` if writing a checkpoint at ``path`` would destroy something else.
+
+    A checkpoint replaces an earlier checkpoint or an empty directory; a file, or a
+    directory holding other things, is left alone with a message saying where to write.
+    """
+    p = Path(path)
+    for parent in p.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UsageError(f"cannot write a checkpoint at {p}: {parent} is a file, not a directory; choose another path")
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"cannot write a checkpoint at {p}: it is a file, not a directory; choose another path")
+    if p.is_dir() and any(p.iterdir()) and not (p / CONFIG).exists():
+        raise UsageError(
+            f"cannot write a checkpoint at {p}: the directory holds files that are not a robustsnn checkpoint; "
+            "choose another path or empty it"
+        )
+
+
 def _checkpoint_dir(path: str | Path) -> Path:
     p = Path(path)
     if p.is_file() and p.name in (WEIGHTS, CONFIG):
         p = p.parent
+    recover_dir(p)  # a save killed between its two renames left the previous version aside
     if not p.exists():
         raise CheckpointError(f"no checkpoint at {p}: give the directory that `robustsnn train --out` wrote (it holds {CONFIG})")
     if p.is_dir() and not (p / CONFIG).exists() and (p / "model" / CONFIG).exists():
@@ -83,11 +105,24 @@ def read_meta(path: str | Path) -> dict:
     p = _checkpoint_dir(path)
     try:
         meta = json.loads((p / CONFIG).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"cannot read {p / CONFIG}: {e}; the checkpoint is damaged, re-save it") from None
+    except (OSError, ValueError) as e:  # JSONDecodeError, UnicodeDecodeError (a binary file)
+        raise CheckpointError(f"cannot read {p / CONFIG}: {_first_line(e)}; the checkpoint is damaged, re-save it") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{p / CONFIG} is not a robustsnn checkpoint config (no 'format': '{FORMAT}')")
+        raise CheckpointError(
+            f"{p / CONFIG} is not a robustsnn checkpoint config (no 'format': '{FORMAT}'); "
+            "point at a directory written by robustsnn"
+        )
     return meta
+
+
+def _first_line(e: BaseException) -> str:
+    """The informative first line of an exception's message (a torch load error's detail line)."""
+    if isinstance(e, KeyError):
+        return f"missing field {e.args[0]!r}" if e.args else "missing field"
+    lines = [l.strip() for l in str(e).strip().splitlines() if l.strip()]
+    detail = [l for l in lines if l.startswith(("size mismatch", "Missing key", "Unexpected key"))]
+    text = (detail or lines or [type(e).__name__])[0]
+    return text.rstrip(".")[:300]
 
 
 def attach_buffers(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
@@ -117,23 +152,30 @@ def load(path: str | Path, map_location: str = "cpu") -> TwinModel:
     try:
         config = ModelConfig.from_dict(meta["model"])
         model = build_from_config(config)
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{p / CONFIG} has an invalid model config ({e}); was it written by a newer robustsnn?") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(
+            f"{p / CONFIG} has an invalid model config ({_first_line(e)}); was it written by a newer robustsnn? "
+            "Upgrade robustsnn or re-save the checkpoint"
+        ) from None
     try:
         tensors = load_file(str(p / WEIGHTS), device=map_location)
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"cannot read {p / WEIGHTS}: {e}; the checkpoint is damaged") from None
     if "sparse" in meta:  # written by `robustsnn export --sparse`
-        from .sparsity.storage import unpack_state_dict
-
-        tensors = unpack_state_dict(tensors, meta["sparse"])
-    attach_buffers(model, tensors)
+        try:
+            tensors = unpack_state_dict(tensors, meta["sparse"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+            raise CheckpointError(f"cannot unpack the sparse weights in {p}: {_first_line(e)}; the checkpoint is damaged") from None
     missing, unexpected = [], []
     try:
+        attach_buffers(model, tensors)
         result = model.load_state_dict(tensors, strict=False)
         missing, unexpected = result.missing_keys, result.unexpected_keys
-    except RuntimeError as e:
-        raise CheckpointError(f"weights in {p} do not fit the model in its config: {str(e).splitlines()[0]}") from None
+    except (RuntimeError, AttributeError, KeyError) as e:
+        raise CheckpointError(
+            f"weights in {p} do not fit the model in its config: {_first_line(e)}; the weights and config.json "
+            "belong to different models, re-save the checkpoint"
+        ) from None
     if missing or unexpected:
         raise CheckpointError(
             f"weights in {p} do not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})"

@@ -68,7 +68,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     device = "cpu" if device is None else str(device)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"unknown device {device!r}; give cpu, cuda, cuda:N or auto") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise UsageError(f"--device {device}: CUDA is not available on this machine; use --device cpu or auto")

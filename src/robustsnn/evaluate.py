@@ -25,6 +25,7 @@ from torch import nn
 
 from . import __version__
 from . import distributed as D
+from .errors import UsageError
 from .io import jsonable
 from .precision import autocast, check_precision
 from .attacks.base import check_eps, check_norm
@@ -147,7 +148,7 @@ class EvalResult:
     @classmethod
     def from_dict(cls, d: dict) -> "EvalResult":
         if d.get("format") != RESULT_FORMAT:
-            raise ValueError(f"not a robustsnn evaluation result (format {d.get('format')!r})")
+            raise UsageError(f"not a robustsnn evaluation result (format {d.get('format')!r})")
         kw = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         kw["results"] = [EpsResult.from_dict(r) for r in d["results"]]
         return cls(**kw)
@@ -196,7 +197,7 @@ def _as_tensors(data, n: int | None, data_dir=None) -> tuple[torch.Tensor, torch
             if n is not None and count >= n:
                 break
         if not xs:
-            raise ValueError("data is empty")
+            raise UsageError("data is empty")
         x, y = torch.cat(xs), torch.cat(ys)
         if n is not None:
             x, y = x[: int(n)], y[: int(n)]
@@ -208,12 +209,21 @@ def _as_tensors(data, n: int | None, data_dir=None) -> tuple[torch.Tensor, torch
     if x.dim() == 3:
         x = x.unsqueeze(1)
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"{x.shape[0]} images but {y.shape[0]} labels")
+        raise UsageError(f"{x.shape[0]} images but {y.shape[0]} labels; give one label per image")
     if x.shape[0] == 0:
-        raise ValueError("no samples to evaluate (n=0 or empty data)")
+        raise UsageError("no samples to evaluate (n=0 or empty data); give at least one image")
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        kind = "NaN" if bool(torch.isnan(x).any()) else "Inf"
+        raise UsageError(
+            f"{int(bad.sum())} pixel(s) are {kind} (first in image {int(bad.flatten(1).any(1).nonzero()[0])}); "
+            "images must be finite pixels in [0, 1]"
+        )
     if float(x.min()) < 0 or float(x.max()) > 1:
-        raise ValueError(
-            f"images must be pixels in [0, 1] (normalisation belongs inside the model), got [{float(x.min()):.3g}, {float(x.max()):.3g}]"
+        hint = "; divide by 255" if float(x.max()) > 1.5 else ""
+        raise UsageError(
+            f"images must be pixels in [0, 1] (normalisation belongs inside the model), "
+            f"got [{float(x.min()):.3g}, {float(x.max()):.3g}]{hint}"
         )
     return x, y, name
 
@@ -227,7 +237,7 @@ def _number(text: str) -> float:
             return float(a) / float(b)
         return float(t)
     except (ValueError, ZeroDivisionError):
-        raise ValueError(f"eps {t!r} is not a number; give pixel units like 0.1 or 8/255") from None
+        raise UsageError(f"eps {t!r} is not a number; give pixel units like 0.1 or 8/255") from None
 
 
 def _parse_eps(eps) -> list[float]:
@@ -242,7 +252,7 @@ def _parse_eps(eps) -> list[float]:
         if e not in out:
             out.append(e)
     if not out:
-        raise ValueError("give at least one eps")
+        raise UsageError("give at least one eps")
     return out
 
 
@@ -347,20 +357,23 @@ def evaluate(
     for e in eps_list:
         check_eps(e, norm)
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
     if n is not None and int(n) < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+        raise UsageError(f"n must be >= 1, got {n}")
     custom = members is not None
     if custom:
         members = [as_member(m) for m in members]
         if len(eps_list) > 1 and any(not isinstance(m, Member) for m in members):
-            raise ValueError("built attack objects fix one eps; pass Member specs to evaluate several budgets")
+            raise UsageError("built attack objects fix one eps; pass Member specs to evaluate several budgets")
         preset_name = "custom"
     else:
         preset_obj = get_preset(preset)
         preset_name = preset_obj.name
 
     x, y, found_name = _as_tensors(data, n, data_dir)
+    classes = getattr(getattr(model, "config", None), "num_classes", None)
+    if classes is not None and not 0 <= int(y.min()) <= int(y.max()) < classes:
+        raise UsageError(f"labels span {int(y.min())}..{int(y.max())} but the model has {classes} classes; give labels 0..{classes - 1}")
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     x, y = x.to(device), y.to(device)
     n_eff = int(x.shape[0])

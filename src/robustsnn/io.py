@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["atomic_write", "atomic_write_json", "atomic_replace_dir", "read_json", "jsonable"]
+__all__ = ["atomic_write", "atomic_write_json", "atomic_replace_dir", "recover_dir", "read_json", "jsonable"]
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -50,6 +50,9 @@ def atomic_replace_dir(path: str | Path, fill: Callable[[Path], None]) -> Path:
     if not _writer():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
+    recover_dir(path)
+    for stale in path.parent.glob(f".{path.name}.new.*"):  # left by a killed writer: never complete
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.new.", dir=path.parent))
     try:
         fill(tmp)
@@ -71,6 +74,23 @@ def _writer() -> bool:
     from .distributed import is_main
 
     return is_main()
+
+
+def recover_dir(path: str | Path) -> bool:
+    """Put back the previous version of ``path`` if a writer was killed between the two renames.
+
+    :func:`atomic_replace_dir` moves the old directory aside (``.NAME.old.*``) and then the
+    new one in; a kill -9 between the two leaves only the old one, complete, under its
+    aside name. Readers and the next writer call this first. Returns True if it restored.
+    """
+    path = Path(path)
+    if not _writer() or path.exists() or not path.parent.is_dir():
+        return False
+    olds = sorted(path.parent.glob(f".{path.name}.old.*"), key=lambda p: p.stat().st_mtime_ns)
+    if not olds:
+        return False
+    os.replace(olds[-1], path)
+    return True
 
 
 def read_json(path: str | Path):

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UsageError
 from ..estimators import Estimator, estimator as estimator_mode, parse_estimator
 from .eot import default_eot, is_stochastic, mean_logits
 
@@ -65,7 +66,7 @@ def check_norm(norm: str) -> str:
         return "Linf"
     if key in ("l2", "l_2"):
         return "L2"
-    raise ValueError(f"unknown norm {norm!r}; choose 'Linf' or 'L2'")
+    raise UsageError(f"unknown norm {norm!r}; choose 'Linf' or 'L2'")
 
 
 def check_eps(eps: float, norm: str = "Linf") -> float:
@@ -78,11 +79,11 @@ def check_eps(eps: float, norm: str = "Linf") -> float:
     try:
         e = float(eps)
     except (TypeError, ValueError):
-        raise ValueError(f"eps must be a number in pixel units, got {eps!r}") from None
+        raise UsageError(f"eps must be a number in pixel units, got {eps!r}") from None
     if not math.isfinite(e) or e < 0:
-        raise ValueError(f"eps={eps} is negative or not finite: budgets are distances in pixel units [0, 1]")
+        raise UsageError(f"eps={eps} is negative or not finite: budgets are distances in pixel units [0, 1]")
     if check_norm(norm) == "Linf" and e > 1:
-        raise ValueError(f"eps={eps:g} is above 1: budgets are in pixel units [0,1]; did you mean {eps:g}/255?")
+        raise UsageError(f"eps={eps:g} is above 1: budgets are in pixel units [0,1]; did you mean {eps:g}/255?")
     return e
 
 
@@ -143,7 +144,7 @@ def _dlr(logits, y, clean_logits=None):
 def _kl(logits, y, clean_logits=None):
     """KL(p_clean || p_adv), the TRADES inner loss; needs the clean logits."""
     if clean_logits is None:
-        raise ValueError("the 'kl' loss needs the clean prediction (clean_logits)")
+        raise UsageError("the 'kl' loss needs the clean prediction (clean_logits)")
     p = F.softmax(clean_logits, dim=1)
     return (p * (F.log_softmax(clean_logits, dim=1) - F.log_softmax(logits, dim=1))).sum(1)
 
@@ -158,7 +159,7 @@ def get_loss(loss: "str | LossFn") -> tuple[str, LossFn]:
         return getattr(loss, "__name__", "custom"), loss
     key = str(loss).lower()
     if key not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)} or pass a callable")
+        raise UsageError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)} or pass a callable")
     return key, LOSSES[key]
 
 
@@ -231,7 +232,7 @@ class Attack:
         self.seed = int(seed)
         self.eot = int(eot) if eot else default_eot(model)
         if self.eot < 1:
-            raise ValueError(f"eot must be >= 1, got {eot}")
+            raise UsageError(f"eot must be >= 1, got {eot}")
         #: run the model in eval mode during the attack (training may set False: BN in train mode)
         self.eval_mode = True
         self._calls = 0
@@ -256,7 +257,7 @@ class Attack:
         else:
             ids = torch.as_tensor(ids).reshape(-1).cpu()
         if ids.shape[0] != x.shape[0]:
-            raise ValueError(f"ids has {ids.shape[0]} entries for a batch of {x.shape[0]}")
+            raise UsageError(f"ids has {ids.shape[0]} entries for a batch of {x.shape[0]}")
         if x.shape[0] == 0:
             return x.clone()
         with attack_mode(self.model, self.estimator, self.eval_mode):
@@ -337,7 +338,7 @@ class Attack:
             elif kind == "sign":
                 out[i] = torch.randint(0, 2, shape, generator=g).to(x.dtype) * 2 - 1
             else:
-                raise ValueError(f"unknown noise kind {kind!r}")
+                raise UsageError(f"unknown noise kind {kind!r}")
         return out.to(x.device)
 
     def random_point(self, x: torch.Tensor, ids: torch.Tensor, stream: int = 0) -> torch.Tensor:
@@ -355,11 +356,11 @@ class Attack:
         if not torch.is_tensor(x) or not torch.is_tensor(y):
             raise TypeError("x and y must be tensors")
         if x.dim() < 2 or y.dim() != 1 or x.shape[0] != y.shape[0]:
-            raise ValueError(f"expected x [B, C, H, W] and y [B], got {tuple(x.shape)} and {tuple(y.shape)}")
+            raise UsageError(f"expected x [B, C, H, W] and y [B], got {tuple(x.shape)} and {tuple(y.shape)}")
         if not x.is_floating_point():
             raise TypeError(f"x must be float pixels in [0, 1], got dtype {x.dtype} (divide uint8 images by 255)")
         if x.numel() and (x.min() < -1e-6 or x.max() > 1 + 1e-6):
-            raise ValueError(
+            raise UsageError(
                 f"x must be pixels in [0, 1] (normalisation is the model's first layer), "
                 f"got values in [{float(x.min()):.3g}, {float(x.max()):.3g}]"
             )

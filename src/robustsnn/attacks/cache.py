@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -59,6 +60,14 @@ def fingerprint(model: nn.Module, x: torch.Tensor, y: torch.Tensor, extra_models
     return h.hexdigest()[:24]
 
 
+def _digest(broke: torch.Tensor, x_adv: torch.Tensor) -> str:
+    """sha256 of a link's tensors: its record names them, so swapped or altered files are not trusted."""
+    h = hashlib.sha256()
+    _hash_tensor(h, broke)
+    _hash_tensor(h, x_adv)
+    return h.hexdigest()
+
+
 def next_link(previous: str, spec: dict) -> str:
     """Name of the link after ``previous`` (the fingerprint for member 0) for member ``spec``."""
     blob = json.dumps(spec, sort_keys=True, default=str)
@@ -86,13 +95,25 @@ class MemberCache:
         try:
             tensors = load_file(str(path))
             record = json.loads(meta.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, SafetensorError):
             return None  # a damaged link is recomputed, never trusted
-        return tensors["broke"], tensors["x_adv"], record
+        broke, x_adv = tensors.get("broke"), tensors.get("x_adv")
+        if (
+            not isinstance(record, dict)
+            or broke is None
+            or x_adv is None
+            or broke.dtype != torch.int64
+            or broke.dim() != 1
+            or not x_adv.is_floating_point()
+            or record.get("tensors_sha256", _digest(broke, x_adv)) != _digest(broke, x_adv)
+        ):
+            return None  # not what store() wrote for this link (damaged, swapped, foreign)
+        record.pop("tensors_sha256", None)
+        return broke, x_adv, record
 
     def store(self, link: str, broke: torch.Tensor, x_adv: torch.Tensor, record: dict) -> None:
         """Write one finished link atomically (tensors first, then the record that validates them)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         tensors = {"broke": broke.detach().cpu().long().contiguous(), "x_adv": x_adv.detach().cpu().contiguous()}
         atomic_write(self.dir / f"{link}.safetensors", lambda p: save_file(tensors, str(p)))
-        atomic_write_json(self.dir / f"{link}.json", record)
+        atomic_write_json(self.dir / f"{link}.json", {**record, "tensors_sha256": _digest(tensors["broke"], tensors["x_adv"])})

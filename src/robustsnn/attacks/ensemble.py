@@ -18,6 +18,8 @@ each member's accuracy on its own.
 
 from __future__ import annotations
 
+import json
+
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -329,15 +331,21 @@ class Ensemble:
     def _reuse(self, hit, k: int, alive, breaker, x_adv, records: list[MemberRecord]) -> bool:
         """Apply a cached member's outcome; False (recompute) if it does not fit this run's state."""
         broke, xa, record = hit
-        if broke.numel() and (broke.max() >= alive.numel() or not bool(alive[broke.to(alive.device)].all())):
+        if broke.numel() and (broke.min() < 0 or broke.max() >= alive.numel() or not bool(alive[broke.to(alive.device)].all())):
             return False
-        if xa.shape[1:] != x_adv.shape[1:] or xa.shape[0] != broke.numel():
+        if xa.shape[1:] != x_adv.shape[1:] or xa.shape[0] != broke.numel() or record.get("broke", broke.numel()) != broke.numel():
+            return False
+        spec = json.loads(json.dumps(self.specs[k].to_dict(), default=str))
+        if record.get("spec", spec) != spec:
+            return False  # another member's record
+        try:
+            rec = MemberRecord(**{**record, "index": k, "cached": True})
+        except TypeError:
             return False
         if broke.numel():
             x_adv[broke.to(x_adv.device)] = xa.to(x_adv)
             breaker[broke] = k
             alive[broke.to(alive.device)] = False
-        rec = MemberRecord(**{**record, "index": k, "cached": True})
         records.append(rec)
         return True
 

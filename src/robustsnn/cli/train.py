@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from .. import distributed as D
+from ..checkpoint import refuse_to_replace
 from ..data import dataset_info, load_dataset
 from ..errors import UsageError
 from ..models import build
@@ -105,6 +106,7 @@ def train_from_options(o: dict, *, resume: bool = False, progress: bool = True, 
     D.setup(o["device"])  # under torchrun: join the process group before anything prints
     console = console or Console(quiet=not D.is_main())
     _check_ranges(o)
+    refuse_to_replace(Path(o["out"]) / "model")  # before any work: --out must be a place to write
     info = dataset_info(o["dataset"])
     train_set = load_dataset(o["dataset"], "train", data_dir=o["data_dir"])
     test_set = load_dataset(o["dataset"], "test", data_dir=o["data_dir"])

@@ -192,10 +192,14 @@ def load_dataset(
             f"{name} {split} data ({_LOOKED_FOR[name](split)}) not found in "
             f"{', '.join(map(str, dirs))}; {problem}. Fix: {_FIX[name]}"
         )
-    images, labels = reader()
+    fix = f"; the file is damaged or of another data set: replace it ({_FIX[name]})"
+    try:
+        images, labels = reader()
+    except DataFormatError as exc:
+        raise DataFormatError(f"{exc}{fix}") from None
     if tuple(images.shape[1:]) != info.shape:
-        raise DataFormatError(f"{name} {split}: images are {tuple(images.shape[1:])}, expected {info.shape}")
+        raise DataFormatError(f"{name} {split}: images are {tuple(images.shape[1:])}, expected {info.shape}{fix}")
     if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < info.num_classes:
         raise DataFormatError(f"{name} {split}: labels span {int(labels.min())}..{int(labels.max())}, "
-                              f"expected 0..{info.num_classes - 1}")
+                              f"expected 0..{info.num_classes - 1}{fix}")
     return ArrayDataset(images, labels, info)

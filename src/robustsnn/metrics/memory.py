@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..sparsity.storage import plan_state_dict
+from ..sparse_format import plan_state_dict
 
 __all__ = ["memory_report"]
 

@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from ..encoding import ENCODINGS, encode, readout
 from ..layers import Normalize
 from ..neurons import QCFS, NeuronConfig, ReLU, SpikingNeuron
@@ -91,13 +92,37 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
+        if not isinstance(d, dict):
+            raise TypeError(f"the model config must be a mapping, got {type(d).__name__}")
         d = dict(d)
-        d["neuron"] = NeuronConfig.from_dict(d.get("neuron", {}))
+        check_field_types(cls, d)
+        neuron = d.get("neuron", {})
+        if not isinstance(neuron, dict):
+            raise TypeError(f"field 'neuron' must be a mapping, got {neuron!r}")
+        check_field_types(NeuronConfig, neuron)
+        d["neuron"] = NeuronConfig.from_dict(neuron)
         return cls(**d)
 
     def with_(self, **changes) -> "ModelConfig":
         """A copy with some fields changed."""
         return replace(self, **changes)
+
+
+def check_field_types(cls, d: dict) -> None:
+    """Raise TypeError naming the field if a value in ``d`` has not the type of the field's default.
+
+    Only int, float and str fields are checked (a float field also takes an int); unknown
+    fields are left to the dataclass, which names them.
+    """
+    from dataclasses import MISSING, fields
+
+    for f in fields(cls):
+        if f.name not in d or f.default is MISSING or f.default is None:
+            continue
+        want, value = type(f.default), d[f.name]
+        ok = {int: (int,), float: (int, float), str: (str,)}.get(want)
+        if ok is not None and (isinstance(value, bool) or not isinstance(value, ok)):
+            raise TypeError(f"field {f.name!r} must be {want.__name__}, got {value!r}")
 
 
 def spiking_layers(model: nn.Module) -> list[tuple[str, SpikingNeuron]]:
@@ -124,11 +149,27 @@ class TwinModel(nn.Module):
     def is_snn(self) -> bool:
         return self.config.kind == "snn"
 
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise :class:`UsageError` unless ``x`` is [B, C, H, W] with the config's C and H = W."""
+        c, s = self.config.in_channels, self.config.image_size
+        if x.dim() != 4:
+            raise UsageError(
+                f"images must be [B, C, H, W] = [B, {c}, {s}, {s}], got shape {list(x.shape)}; "
+                "for one image add the batch dimension with x.unsqueeze(0)"
+            )
+        if tuple(x.shape[1:]) != (c, s, s):
+            got = "x".join(map(str, x.shape[1:]))
+            raise UsageError(
+                f"the model expects {c}x{s}x{s} images (channels x height x width), got {got}; "
+                "give images of the data set it was trained on"
+            )
+
     def forward_steps(self, x: torch.Tensor, time_steps: int | None = None) -> torch.Tensor:
         """Per-step logits [T, B, K] of the exact network for pixels x [B, C, H, W].
 
         An ANN returns its logits as a single step, [1, B, K].
         """
+        self.check_input(x)
         if not self.is_snn:
             return self.body(self.normalize(x)).unsqueeze(0)
         T = time_steps or self.config.time_steps
@@ -143,6 +184,7 @@ class TwinModel(nn.Module):
         the ReLU twin's (same weights).
         """
         if not self.is_snn:
+            self.check_input(x)
             return self.body(self.normalize(x))
         from ..estimators import proxy_forward
 

@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
+from ..train import fit
 from .masks import set_mask
 from .prune import check_sparsity, keep_count, prunable_layers, topk_mask
 
@@ -228,8 +229,6 @@ def prune_hydra(
     Returns:
         ``{"sparsity": {layer: reached}, "score_history": [...], "finetune_history": [...]}``.
     """
-    from ..train import fit  # the trainer imports robustsnn.sparsity: avoid an import cycle
-
     out = Path(out)
     meta = dict(meta or {})
     attach_scores(model, sparsity, first=first, last=last, train_bn=train_bn)

@@ -39,9 +39,9 @@ from .. import checkpoint
 from .. import distributed as D
 from ..data import ArrayDataset, batches, num_batches
 from ..errors import CheckpointError, RobustSNNError, UsageError
-from ..io import atomic_write_json
+from ..io import atomic_write_json, recover_dir
+from ..models.masks import apply_masks
 from ..precision import autocast, check_precision
-from ..sparsity import apply_masks
 from .objectives import Objective, make_objective
 from .parseval import ParsevalStep
 from .optim import cosine_lr, load_optimizer, make_optimizer, save_optimizer
@@ -98,6 +98,10 @@ class TrainConfig:
         self.precision = check_precision(self.precision)
         if self.device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise UsageError(f"unknown device {self.device!r}; give cpu, cuda, cuda:N or auto") from None
         if self.parseval < 0:
             raise UsageError(f"parseval beta must be >= 0, got {self.parseval}")
         if self.parseval > 0:
@@ -199,6 +203,7 @@ def fit(
     start_epoch = 0
     saved_opt = None
     if resume:
+        recover_dir(ckpt_dir)
         if not (ckpt_dir / checkpoint.CONFIG).exists():
             raise CheckpointError(f"--resume: nothing to resume in {out} (no {ckpt_dir / checkpoint.CONFIG}); drop --resume to start")
         saved = checkpoint.read_meta(ckpt_dir)
