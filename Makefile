@@ -13,12 +13,17 @@ STAMP := $(VENV)/.robustsnn-installed
 DATA_DIR ?= /usr/share/datasets/fashion-mnist
 RUN_DIR ?= runs/demo
 
-.PHONY: setup venv data browser demo test test-browser test-slow bench gpu-check scaling
+.PHONY: setup venv data compiler browser demo test test-browser test-slow bench gpu-check scaling
 
 data:
 	@if [ ! -f $(DATA_DIR)/train-images-idx3-ubyte.gz ]; then \
 	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || \
 	  echo "could not install dataset-fashion-mnist; pass --data-dir or set ROBUSTSNN_DATA"; fi
+
+# g++ builds the C++ neuron kernel on first use (without it the torch loop runs, with a notice)
+compiler:
+	@command -v g++ >/dev/null || (apt-get update -qq && apt-get install -y -qq g++) || \
+	  echo "no g++: the neurons run on the torch loop"
 
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) || \
@@ -35,7 +40,7 @@ $(STAMP): pyproject.toml Makefile | $(PY)
 
 venv: $(STAMP)
 
-setup: data venv
+setup: data compiler venv
 
 demo: setup
 	$(VENV)/bin/robustsnn train --config configs/fmnist/demo.yaml --out $(RUN_DIR)
