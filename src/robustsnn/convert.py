@@ -97,7 +97,7 @@ import torch
 from torch import nn
 
 from .checkpoint import attach_buffers
-from .errors import UsageError
+from .errors import UsageError, refuse_unknown_fields
 from .models import TwinModel, build_from_config, spiking_layers
 from .neurons import NeuronConfig, SpikingNeuron
 
@@ -398,10 +398,7 @@ class ConversionRecipe:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ConversionRecipe":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise UsageError(f"unknown conversion recipe field(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        refuse_unknown_fields(cls, d, "conversion recipe field")
         return cls(**d)
 
 

@@ -13,3 +13,19 @@ class UsageError(RobustSNNError, ValueError):
 
 class CheckpointError(RobustSNNError):
     """A checkpoint that is missing, unreadable, foreign or inconsistent."""
+
+
+def refuse_unknown_fields(cls, d: dict, what: str) -> None:
+    """Raise UsageError naming the keys of ``d`` that are not fields of dataclass ``cls``.
+
+    Args:
+        cls: a dataclass type.
+        d: the settings to check (e.g. read from a config file or a checkpoint).
+        what: how to call them in the message, e.g. ``"pipeline option"``.
+    """
+    from dataclasses import fields
+
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise UsageError(f"unknown {what}(s): {', '.join(unknown)}; valid: {', '.join(sorted(known))}")

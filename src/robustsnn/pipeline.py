@@ -41,7 +41,7 @@ from rich.console import Console
 from . import checkpoint
 from . import distributed as D
 from .data import batches, dataset_info, load_dataset
-from .errors import UsageError
+from .errors import UsageError, refuse_unknown_fields
 from .attacks.cache import CACHE_DIRNAME
 from .io import atomic_write_json, read_json
 from .models import build
@@ -138,10 +138,7 @@ class PipelineConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PipelineConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise UsageError(f"unknown pipeline option(s): {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        refuse_unknown_fields(cls, d, "pipeline option")
         return cls(**d)
 
     @property
