@@ -238,7 +238,7 @@ CASES = [
     Case("eps-text", lambda w, t: ev(w, "--eps", "small"), ("small",), ("8/255", "0.1")),
     Case("n-negative", lambda w, t: ev(w, "--n", "-5"), ("--n", "-5"), (">= 1",)),
     Case("batch-size-0", lambda w, t: ev(w, "--batch-size", "0"), ("--batch-size",), (">= 1",)),
-    Case("unknown-preset", lambda w, t: ev(w, "--preset", "strongest"), ("strongest",), ("standard",)),
+    Case("unknown-preset", lambda w, t: ev(w, "--preset", "mightiest"), ("mightiest",), ("standard",)),
     Case("unknown-norm", lambda w, t: ev(w, "--norm", "L3"), ("L3",), ("Linf",)),
     Case("unknown-model", lambda w, t: tr(w, t, "--model", "resnet1000", "--out", t / "o"), ("resnet1000",), ("cnn",)),
     Case("unknown-neuron", lambda w, t: tr(w, t, "--neuron", "hodgkin", "--out", t / "o"), ("hodgkin",), ("lif",)),

@@ -14,6 +14,8 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "robustsnn"
 KNOWN = [  # cycles left to their owners; remove an entry once it is broken
     {"robustsnn.cli", "robustsnn.pipeline"},  # pipeline prints with cli.evaluate.print_result
     {"robustsnn.neurons", "robustsnn.kernels"},  # kernels falls back to neurons._forward_loop
+    # the hooked attack backward (gradhooks) runs forward through the kernel and is chosen by neurons
+    {"robustsnn.kernels", "robustsnn.gradhooks", "robustsnn.neurons"},
 ]
 
 
