@@ -67,7 +67,7 @@ def pipeline_rows(root: Path) -> list[str]:
         "| run | route | pruning | sparsity | clean | PGD_ens (19 estimators) | n | standard | stored weights | bytes vs dense fp32 | energy vs dense SNN | energy vs ANN twin | training epochs | command |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for run in sorted(p for p in root.glob("*") if (p / "pipeline.json").exists()):
+    for run in sorted(p for p in root.glob("*") if (p / "pipeline.json").exists() and "_t8_" not in p.name):
         state = _load(run / "pipeline.json") or {}
         cfg = state.get("config", {})
         done = {s["name"] for s in state.get("stages", [])}
@@ -112,7 +112,7 @@ def sweep_rows(root: Path) -> list[str]:
         "clean, full test set | PGD_ens | standard | stored weights | energy vs dense SNN | command |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for run in sorted(p for p in root.glob("*") if (p / "pipeline.json").exists()):
+    for run in sorted(p for p in root.glob("*_t8_*") if (p / "pipeline.json").exists()):
         state = _load(run / "pipeline.json") or {}
         cfg = state.get("config", {})
         stages = {s["name"]: s for s in state.get("stages", [])}
@@ -149,6 +149,25 @@ def sweep_rows(root: Path) -> list[str]:
     return rows
 
 
+def conversion_rows(path: Path) -> list[str]:
+    """The table of benchmarks/conversion_loss.py: SNN accuracy before finetuning per recipe and T."""
+    data = _load(path) or {}
+    rows_in = data.get("rows", [])
+    steps = sorted({r["T"] for r in rows_in})
+    n = data.get("eval_n")
+    order = ["seed", "seed-soft", "rate", "rate-calib", "qcfs", "qcfs-calib"]
+    rows = [f"| ANN | sparsity | recipe | ANN clean | {' | '.join(f'T = {t}' for t in steps)} |",
+            "|---|---|---|---|" + "---|" * len(steps)]
+    keys = sorted({(r["ann"], r["sparsity"], r["recipe"]) for r in rows_in},
+                  key=lambda k: (k[0] != "relu", k[1], order.index(k[2]) if k[2] in order else 99))
+    for act, sp, name in keys:
+        cells = {r["T"]: r for r in rows_in if (r["ann"], r["sparsity"], r["recipe"]) == (act, sp, name)}
+        ann_acc = next(iter(cells.values()))["ann_acc"]
+        vals = [f"{100 * cells[t]['snn_acc']:.1f} ({-cells[t]['gap_points']:+.1f})" if t in cells else "-" for t in steps]
+        rows.append(f"| {act} | {round(100 * sp)} % | {name} | {_se(ann_acc, n)} | {' | '.join(vals)} |")
+    return rows
+
+
 def _stored(mem: dict) -> str:
     return f"{mem['nonzero']:,} / {mem['weights']:,}" if mem else "-"
 
@@ -175,9 +194,15 @@ def main() -> None:
     print("\n".join(matrix_rows(args.runs / "fmnist")))
     print("\n### Sparse robust SNNs by conversion (configs/pipeline), eps = 0.1, accuracy in %\n")
     print("\n".join(pipeline_rows(args.runs / "pipeline")))
-    if (args.runs / "pipeline_t8").exists():
+    conv = args.runs / "conversion_loss" / "conversion_loss.json"
+    if conv.exists():
+        n = (_load(conv) or {}).get("eval_n")
+        print(f"\n### Conversion loss before finetuning (benchmarks/conversion_loss.py), clean accuracy in % on the "
+              f"first {n} test images, in brackets the points against the ANN\n")
+        print("\n".join(conversion_rows(conv)))
+    if any((args.runs / "pipeline").glob("*_t8_*")):
         print("\n### Sparsity sweep at T = 8 with equal image-pass budgets (configs/pipeline/t8), eps = 0.1, accuracy in % ± s.e.\n")
-        print("\n".join(sweep_rows(args.runs / "pipeline_t8")))
+        print("\n".join(sweep_rows(args.runs / "pipeline")))
 
 
 if __name__ == "__main__":
