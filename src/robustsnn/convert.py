@@ -555,6 +555,7 @@ def calibrate_biases(snn: TwinModel, ann: TwinModel, batches: list[torch.Tensor]
     ann.eval()
     producers = _input_producers(snn, batches[0][:2])
     names = [n for n, _ in spiking_layers(snn)]
+    targets = [_activations(ann, names, x) for x in batches]  # the ANN does not change: run it once
     last: dict[str, float] = {}
     for it in range(int(iterations)):
         for n in names:
@@ -565,8 +566,8 @@ def calibrate_biases(snn: TwinModel, ann: TwinModel, batches: list[torch.Tensor]
                     log(f"{n}: its input is not made by one BN / biased layer; not calibrated")
                 continue
             total, count = None, 0
-            for x in batches:
-                a = _activations(ann, [n], x)[n]
+            for x, acts in zip(batches, targets):
+                a = acts[n]
                 o = _activations(snn, [n], x)[n].mean(0)
                 dims = [0] + list(range(2, a.dim()))
                 err = (a.double() - o.double()).sum(dims)
