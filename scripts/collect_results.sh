@@ -12,7 +12,7 @@ for run in runs/fmnist/* runs/fmnist_full/* runs/pipeline/*; do
   mkdir -p "$dest"
   find "$run" -maxdepth 1 -type f \( -name '*.json' -o -name '*.md' -o -name '*.html' \) -exec cp {} "$dest/" \;
   [ -f "$run.log" ] && cp "$run.log" "$dest/run.log"
-  for ckpt in model finetune/model baseline/model; do
+  for ckpt in model ann/model finetune/model baseline/model; do
     if [ -f "$run/$ckpt/config.json" ]; then
       mkdir -p "$dest/$ckpt"; cp "$run/$ckpt/config.json" "$run/$ckpt/weights.safetensors" "$dest/$ckpt/"
     fi
