@@ -2,13 +2,18 @@
 
     python benchmarks/eval_cost.py --presets quick,pgd-ens,standard,strongest --n 200
     python benchmarks/eval_cost.py --presets pgd-ens,strongest,autoattack --ckpt RUN/model --n 200
+    python benchmarks/eval_cost.py --presets pgd-ens,strongest,autoattack --ckpt RUN/model --n 200 \
+        --eps 0.1 --save-dir RUN --json results/eval_cost/RUN.json   # keep every result
     python benchmarks/eval_cost.py                       # early exit vs every member, tiny SNN
     python benchmarks/eval_cost.py --ckpt runs/train/model --n 200 --eps 0.03,0.1
 
 ``--presets``: one ``robustsnn.evaluate`` per preset on the same images (diagnostics
 off), printing robust accuracy, seconds and the cost ratio against pgd-ens, then
 every member of the last ordered preset (``strongest``) with its seconds, and
-whether ``strongest`` is at or below every other preset on those images. Default
+whether ``strongest`` is at or below every other preset on those images, and how
+many samples another preset broke that ``strongest`` left standing (per sample).
+``--save-dir`` writes each preset's full result as ``eval-<preset>.json`` there
+(what ``scripts/results_table.py`` reads); ``--json`` the summary with every member. Default
 checkpoint: results/fmnist/lif_rfgsm_parseval_mppd1/model (a robust Fashion-MNIST SNN).
 
 Early exit only attacks samples that no earlier member broke; running every
@@ -63,6 +68,8 @@ def compare_presets(args) -> None:
                                      batch_size=args.batch_size, seed=args.seed)
         sec = time.perf_counter() - t
         results[p] = res
+        if args.save_dir:
+            res.save(Path(args.save_dir) / f"eval-{p}.json")
         rows.append({"preset": p, "robust_acc": res.robust_acc, "seconds": sec, "clean_acc": res.clean_acc})
         print(f"  {p}: robust {res.robust_acc:.1%} in {sec:.1f} s", flush=True)
     base = next((r["seconds"] for r in rows if r["preset"] == "pgd-ens"), None)
@@ -71,8 +78,15 @@ def compare_presets(args) -> None:
         r["ratio_vs_pgd_ens"] = r["seconds"] / base if base else None
         ratio = f"{r['ratio_vs_pgd_ens']:.2f}" if base else "-"
         print(f"{r['preset']:<12} {r['robust_acc']:>8.1%} {r['seconds']:>9.1f} {ratio:>10}")
+    summary = {"source": ckpt, "n": len(y), "eps": eps, "threads": torch.get_num_threads(), "rows": rows}
     if "strongest" in results:
         res = results["strongest"]
+        summary["strongest_members"] = [
+            {k: m.get(k) for k in ("label", "attacked", "broke", "seconds")}
+            | {"calibration_broke": (m.get("calibration") or {}).get("broke"),
+               "dropped": bool((m.get("calibration") or {}).get("pruned"))}
+            for m in res.results[0].members]
+        summary["checks"] = {}
         print("strongest, member by member (seconds over both phases; cal = calibration batch):")
         for m in res.results[0].members:
             cal = m.get("calibration") or {}
@@ -82,10 +96,20 @@ def compare_presets(args) -> None:
         for p, other in results.items():
             if p != "strongest":
                 ok = res.robust_acc <= other.robust_acc + 1e-12
-                print(f"strongest {res.robust_acc:.1%} {'<=' if ok else '>'} {p} {other.robust_acc:.1%}")
+                only = _broken_only_by(other, res)
+                print(f"strongest {res.robust_acc:.1%} {'<=' if ok else '>'} {p} {other.robust_acc:.1%}; "
+                      f"samples {p} broke and strongest did not: {only}")
+                summary["checks"][p] = {"strongest_at_or_below": ok, "broken_only_by_other": only}
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, "w") as f:
-            json.dump({"source": ckpt, "n": len(y), "eps": eps, "rows": rows}, f, indent=2)
+            json.dump(summary, f, indent=2)
+
+
+def _broken_only_by(other, res) -> int:
+    """Samples clean-correct in both results that ``other`` broke and ``res`` left robust (breaker -1)."""
+    a, b = other.results[0].breaker, res.results[0].breaker
+    return sum(1 for i, j in zip(a, b) if i >= 0 and j == -1)
 
 
 def main() -> None:
@@ -98,6 +122,7 @@ def main() -> None:
     ap.add_argument("--json", help="also write the numbers to this file")
     ap.add_argument("--presets", help="compare these presets (comma-separated) with one evaluate() each")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save-dir", help="with --presets: write each preset's result as eval-<preset>.json here")
     args = ap.parse_args()
     if args.presets:
         compare_presets(args)

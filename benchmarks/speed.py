@@ -179,6 +179,35 @@ def step_flops(model, x, y) -> float:
     return float(fc.get_total_flops())
 
 
+GEMM_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::addmm", "aten::mm", "aten::bmm",
+            "aten::_convolution", "aten::thnn_conv2d", "aten::_slow_conv2d_forward", "aten::_slow_conv2d_backward")
+
+
+def gemm_share(model, x, y, reps: int = 3) -> tuple[float, float]:
+    """Where a natural training step's time goes: (share of the step spent in convolution / matmul
+    kernels, their own GFLOP/s). Self CPU time from torch.profiler over ``reps`` steps, FLOPs from
+    flop_counter (which counts only those kernels). A step can be no faster than its GEMM time,
+    so ``sgemm / own rate`` is the gap left even if neurons, batch norm and pooling cost nothing."""
+    from torch.profiler import ProfilerActivity, profile
+
+    obj = make_objective("natural")
+
+    def step():
+        loss, _ = obj(model, x, y)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(reps):
+            step()
+    ev = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in ev)
+    gemm = sum(e.self_cpu_time_total for e in ev if e.key in GEMM_OPS)
+    flops = step_flops(model, x, y) * reps
+    return gemm / max(total, 1e-9), flops / max(gemm * 1e-6, 1e-12) / 1e9
+
+
 def agreement(precision_ctx, model, x, y) -> dict:
     """Clean and PGD-20 (eps 0.1) verdicts of an fp32 and a bf16 evaluation of the same model."""
     model.eval()
@@ -275,10 +304,12 @@ def main() -> None:
 
     # -- 4. compute bound
     flops = step_flops(default_model(), xb, yb) / B
-    gf = {}
+    gf, gshare = {}, {}
     for n in args.threads:
         torch.set_num_threads(n)
         gf[n] = sgemm_gflops()
+        with path(*(cases[-1][1] if kernels is None else ours)):
+            gshare[n] = gemm_share(default_model(), xb, yb)
 
     # -- print
     print(f"robustsnn {getattr(robustsnn, '__version__', '?')} from {Path(robustsnn.__file__).parent}, "
@@ -313,6 +344,10 @@ def main() -> None:
         best = max(B / rt["train natural", c, n] for c, _, _ in cases if c != "ours bf16")
         print(f"  {n} thr: sgemm {gf[n]:6.1f} GFLOP/s -> bound {bound:6.1f} images/s; "
               f"best fp32 natural {best:6.1f} images/s = bound / {bound / best:.2f}")
+        share, rate = gshare[n]
+        print(f"         conv/matmul kernels: {share:.0%} of the step (profiler, self time) at {rate:6.1f} GFLOP/s "
+              f"= sgemm / {gf[n] / rate:.2f}; with everything else free a step would still be bound / "
+              f"{gf[n] / rate:.2f}")
     if autocast is not None:
         torch.set_num_threads(max(args.threads))
         m, xa, ya, what = model, xb, yb, "random cnn, random images"

@@ -38,24 +38,28 @@ def _robust(ev) -> tuple[float | None, int | None]:
 def matrix_rows(root: Path) -> list[str]:
     """One Markdown row per robust-stable training run."""
     rows = [
-        "| run | neuron | objective | rho (MPPD) | Parseval | clean, full test set | FGSM | PGD-10 | PGD_ens (19 estimators) | standard | n attacked | diagnostics tripped | command |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | neuron | objective | rho (MPPD) | Parseval | clean, full test set | FGSM | PGD-10 | PGD_ens (19 estimators) | standard | strongest | n attacked | diagnostics tripped | command |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    presets = ("fgsm", "quick", "pgd-ens", "standard")
+    presets = ("fgsm", "quick", "pgd-ens", "standard", "strongest")
     for run in sorted(p for p in root.glob("*") if (p / "model" / "config.json").exists()):
         meta = _load(run / "model" / "config.json") or {}
         opts = meta.get("options") or {}
         hist = meta.get("history") or []
         clean = hist[-1].get("test_acc") if hist and hist[-1].get("test_images") == 10000 else None
         evs = {p: _load(run / f"eval-{p}.json") for p in presets}
-        (fgsm, _), (pgd, n), (ens, _), (std, n_std) = (_robust(evs[p]) for p in presets)
+        # benchmarks/eval_cost.py --save-dir results/eval_cost/fmnist_<run> keeps its presets apart from the run's own
+        evs["strongest"] = evs["strongest"] or _load(root.parent / "eval_cost" / f"{root.name}_{run.name}" / "eval-strongest.json")
+        (fgsm, _), (pgd, n), (ens, _), (std, n_std), (strong, n_strong) = (_robust(evs[p]) for p in presets)
         tripped = [f"{p} ({len(e['warnings'])})" for p, e in evs.items() if e and e.get("warnings")]
         warn = ", ".join(tripped) or "none"
         cmd = f"`robustsnn train --config configs/fmnist/{run.name}.yaml`"
         std_cell = "-" if std is None else f"{_pct(std)} (n={n_std})"
+        strong_cell = "-" if strong is None else f"{_se(strong, n_strong)} (n={n_strong})"
         rows.append(
             f"| {run.name} | {opts.get('neuron', '-')} | {opts.get('objective', '-')} | {opts.get('mppd') or 0} | "
             f"{opts.get('parseval') or 0} | {_pct(clean)} | {_pct(fgsm)} | {_pct(pgd)} | {_pct(ens)} | {std_cell} | "
+            f"{strong_cell} | "
             f"{n if n else '-'} | {warn if any(evs.values()) else '-'} | {cmd} |"
         )
     return rows
@@ -109,8 +113,9 @@ def sweep_rows(root: Path) -> list[str]:
     """The T = 8 sweep (configs/pipeline/t8): budgets, per-stage accuracy, final clean / PGD_ens / standard."""
     rows = [
         "| run | route | pruning | sparsity | image-passes (ANN + prune + SNN) | per-stage clean / PGD-10 (n) | "
-        "clean, full test set | PGD_ens | standard | stored weights | energy vs dense SNN | command |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "clean, full test set | PGD_ens | standard | training wall-s (1 thread each, machine shared) | stored weights | "
+        "energy vs dense SNN | command |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in sorted(p for p in root.glob("*_t8_*") if (p / "pipeline.json").exists()):
         state = _load(run / "pipeline.json") or {}
@@ -143,10 +148,29 @@ def sweep_rows(root: Path) -> list[str]:
             f"| {run.name} | {route} | {_pruning(cfg)} | {cfg.get('sparsity')} | {budget} | "
             f"{'; '.join(per_stage) or '-'}{f' ({n_stage})' if n_stage else ''} | {_se(full, full_n)} | "
             f"{_se(ens, n)}{f' (n={n})' if n else ''} | {_se(std, n_std)}{f' (n={n_std})' if n_std else ''} | "
-            f"{_stored(mem)} | "
+            f"{_train_seconds(stages)} | {_stored(mem)} | "
             f"{'%.1fx' % energy['snn_dense'] if energy else '-'} | `{recorded}`{'' if 'evaluate' in stages else ' (unfinished)'} |"
         )
     return rows
+
+
+def _train_seconds(stages: dict) -> str:
+    """Seconds spent training the route: ANN (its log, also when shared via --ann) + prune + convert
+    + finetune, or the end-to-end baseline; '-' while a stage is missing."""
+    if "baseline" in stages:
+        return f"{stages['baseline'].get('seconds', 0):,.0f}"
+    parts = []
+    ann = stages.get("ann") or {}
+    src = Path(ann["source"]).parent if ann.get("source") else None
+    log = _load(src / "log.json") if src else None
+    if log is None:
+        return "-"
+    parts.append(sum(h.get("seconds", 0) for h in log.get("history", [])))
+    for key in ("prune", "convert", "finetune"):
+        if key not in stages:
+            return "-"
+        parts.append(stages[key].get("seconds", 0))
+    return f"{sum(parts):,.0f} ({' + '.join(f'{p:,.0f}' for p in parts)})"
 
 
 def conversion_rows(path: Path) -> list[str]:
@@ -165,6 +189,46 @@ def conversion_rows(path: Path) -> list[str]:
         ann_acc = next(iter(cells.values()))["ann_acc"]
         vals = [f"{100 * cells[t]['snn_acc']:.1f} ({-cells[t]['gap_points']:+.1f})" if t in cells else "-" for t in steps]
         rows.append(f"| {act} | {round(100 * sp)} % | {name} | {_se(ann_acc, n)} | {' | '.join(vals)} |")
+    return rows
+
+
+#: Members of ``strongest`` that the seeds did not have (issue 14), by label prefix.
+NEW_ATTACKS = (("sa-pgd", "ASSG + SA-PGD"), ("hart", "HART"), ("rga", "RGA"), ("pgd-20@bptt:pdsg", "PGD under PDSG"))
+
+
+def strongest_rows(roots: list[Path]) -> list[str]:
+    """Per checkpoint with eval-strongest.json: robust accuracy, against PGD_ens / standard / autoattack on the
+    same images (when evaluated there, from benchmarks/eval_cost.py --save-dir), and the points each new
+    attack took first (samples it broke that no member before it in the calibrated order had broken)."""
+    rows = [
+        "| checkpoint | n | PGD_ens | standard | AutoAttack alone | strongest | "
+        + " | ".join(f"{label} broke first" for _, label in NEW_ATTACKS) + " | APGD-T + Square broke first | seconds (strongest / PGD_ens) |",
+        "|---|---|---|---|---|---|" + "---|" * (len(NEW_ATTACKS) + 2),
+    ]
+    for path in sorted(p for root in roots for p in root.rglob("eval-strongest.json")):
+        ev = _load(path)
+        if not ev:
+            continue
+        n = ev["n"]
+        res = ev["results"][0]
+        same = {}
+        for p in ("pgd-ens", "standard", "autoattack"):
+            other = _load(path.parent / f"eval-{p}.json")
+            same[p] = other if other and other["n"] == n and other["eps"] == ev["eps"] else None
+        cells = [f"{_pct(_robust(same[p])[0])}" if same[p] else "-" for p in same]
+        members = res["members"]
+
+        def pts(prefix):
+            k = sum(m["broke"] for m in members if m["label"].startswith(prefix))
+            return f"{k} ({100 * k / n:.1f} pts)"
+
+        closing = sum(m["broke"] for m in members if m["label"].startswith(("apgd-t", "square")))
+        ens_sec = (same["pgd-ens"] or {}).get("results", [{}])[0].get("seconds")
+        sec = f"{res.get('seconds', 0):.0f} / {ens_sec:.0f}" if ens_sec else f"{res.get('seconds', 0):.0f} / -"
+        rows.append(
+            f"| `{path.parent}` | {n} | {' | '.join(cells[:1])} | {cells[1]} | {cells[2]} | {_se(res['robust_acc'], n)} | "
+            + " | ".join(pts(pre) for pre, _ in NEW_ATTACKS) + f" | {closing} ({100 * closing / n:.1f} pts) | {sec} |"
+        )
     return rows
 
 
@@ -200,6 +264,11 @@ def main() -> None:
         print(f"\n### Conversion loss before finetuning (benchmarks/conversion_loss.py), clean accuracy in % on the "
               f"first {n} test images, in brackets the points against the ANN\n")
         print("\n".join(conversion_rows(conv)))
+    strong = strongest_rows([args.runs / "eval_cost"])
+    if len(strong) > 2:
+        print("\n### The `strongest` preset on the committed checkpoints (benchmarks/eval_cost.py), eps = 0.1, "
+              "robust accuracy in % on the first n test images\n")
+        print("\n".join(strong))
     if any((args.runs / "pipeline").glob("*_t8_*")):
         print("\n### Sparsity sweep at T = 8 with equal image-pass budgets (configs/pipeline/t8), eps = 0.1, accuracy in % ± s.e.\n")
         print("\n".join(sweep_rows(args.runs / "pipeline")))
