@@ -15,8 +15,11 @@ shared, loaded CPU slows all variants alike.
    for the backward pass and the fraction of spikes equal to ours.
 2. Training images/s of the default model (cnn, LIF, T = 4, batch 64, 28x28): natural and
    RFGSM-AT (the demo's rfgsm-stable, eps 0.1, MPPD rho = 1), "today's path" (torch
-   neuron loop, no compute-once encoder) against ours; and bf16 autocast.
-3. One PGD-20 member (eps 0.1, batch 16, eval mode) images/s, same variants.
+   neuron loop, no compute-once encoder, glibc's default malloc) against ours, ours with
+   glibc's default malloc (the allocator's share: robustsnn.allocator) and bf16 autocast;
+   and the T = 8 sweep's SNN (IF, T = 8, TRADES with an R+FGSM inner step, batch 64).
+3. One PGD-20 member (eps 0.1, batch 16, eval mode) images/s, same variants; and at
+   batch 128 on the T = 8 IF SNN (the sweep's evaluation).
 4. The compute bound: FLOPs of one natural training step (torch.utils.flop_counter)
    over a measured float32 sgemm rate.
 5. bf16 agreement with fp32: clean predictions and PGD-20 verdicts of one model on 256
@@ -61,6 +64,10 @@ try:
     from robustsnn.precision import autocast
 except ImportError:
     autocast = None
+try:
+    from robustsnn.allocator import tune_allocator
+except ImportError:
+    tune_allocator = None
 
 SHAPE = (8, 32, 64, 16, 16)
 LAM = 0.99
@@ -68,9 +75,13 @@ LAM = 0.99
 
 # ------------------------------------------------------------------ variants
 @contextlib.contextmanager
-def path(kernel: str | None, share: bool | None):
-    """Neuron backend (cpp / torch) and compute-once encoder on/off, where this version has them."""
+def path(kernel: str | None, share: bool | None, malloc: str | None = None):
+    """Neuron backend (cpp / torch), compute-once encoder on/off and glibc allocator ("system" /
+    "tuned", :mod:`robustsnn.allocator`), where this version has them."""
     stack = contextlib.ExitStack()
+    if tune_allocator is not None and malloc is not None:
+        tune_allocator(malloc == "tuned")
+        stack.callback(tune_allocator, False)
     if kernels is not None and kernel is not None:
         saved = kernels.backend()
         kernels.set_backend(kernel)
@@ -274,28 +285,43 @@ def main() -> None:
     rfgsm = make_objective("rfgsm-stable", eps=0.1, clean_weight=0.5, mppd=1.0)
     pgd = PGD(model, 0.1, steps=20)
     PB = 16  # PGD batch
-    today = ("torch", False)
-    ours = ("cpp", True)
-    work = {"train natural": (natural, 2), "train RFGSM-AT": (rfgsm, 1), "PGD-20 member": (None, 1)}
-    cases = [("today's path", today, "fp32"), ("ours", ours, "fp32")]
+    today = ("torch", False, "system")
+    ours_system = ("cpp", True, "system")
+    ours = ("cpp", True, "tuned")
+    work = {"train natural": (natural, 2), "train RFGSM-AT": (rfgsm, 1), "PGD-20 member": (None, 1),
+            "train TRADES T=8": (make_objective("trades", eps=0.1, beta=2.0, inner="rfgsm"), 1),
+            "PGD-20 member T=8": (None, 1)}
+    torch.manual_seed(0)
+    model8 = build("cnn", "snn", neuron="if", time_steps=8)
+    opt8 = torch.optim.SGD(model8.parameters(), lr=0.01, momentum=0.9)
+    PB8 = 128
+    xb8, yb8 = torch.rand(PB8, *xb.shape[1:]), torch.randint(0, 10, (PB8,))
+    pgd8 = PGD(model8, 0.1, steps=20)
+    cases = [("today's path", today, "fp32"), ("ours, system malloc", ours_system, "fp32"), ("ours", ours, "fp32")]
     if autocast is not None:
         cases.append(("ours bf16", ours, "bf16"))
     if kernels is None:
-        cases = [("this version", (None, None), "fp32")]
+        cases = [("this version", (None, None, None), "fp32")]
     rt = {}
     rounds = 2 if args.quick else max(2, args.repeats)
     for r in range(rounds):
         for n in args.threads:
             torch.set_num_threads(n)
             for wname, (obj, steps) in work.items():
-                for cname, (kern, share), prec in cases:
+                for cname, (kern, share, malloc), prec in cases:
+                    if wname.endswith("T=8") and prec != "fp32":
+                        continue
                     if obj is None:
-                        fn = lambda: pgd(xb[:PB], yb[:PB])  # noqa: E731
+                        atk, xa, ya = (pgd8, xb8, yb8) if wname.endswith("T=8") else (pgd, xb[:PB], yb[:PB])
+                        fn = lambda: atk(xa, ya)  # noqa: E731
                         ctx = autocast(prec) if prec != "fp32" else contextlib.nullcontext()
+                    elif wname.endswith("T=8"):
+                        fn = train_step_fn(model8, obj, opt8, xb, yb, prec)
+                        ctx = contextlib.nullcontext()
                     else:
                         fn = train_step_fn(model, obj, opt, xb, yb, prec)
                         ctx = contextlib.nullcontext()
-                    with path(kern, share), ctx:
+                    with path(kern, share, malloc), ctx:
                         if r == 0:
                             fn()  # warm-up of this variant
                         t = timed(fn, steps)
@@ -308,7 +334,7 @@ def main() -> None:
     for n in args.threads:
         torch.set_num_threads(n)
         gf[n] = sgemm_gflops()
-        with path(*(cases[-1][1] if kernels is None else ours)):
+        with path(*(cases[-1][1] if kernels is None else ours)):  # noqa: SIM117
             gshare[n] = gemm_share(default_model(), xb, yb)
 
     # -- print
@@ -328,13 +354,16 @@ def main() -> None:
             continue
         r = "  ".join(f"{n} thr x{neuron_t[other, n] / neuron_t[first, n]:.2f}" for n in args.threads)
         print(f"  {first} vs {other}: {r}")
-    print(f"\n2./3. default model (cnn, LIF, T=4, batch {B}): images/s")
+    print(f"\n2./3. default model (cnn, LIF, T=4, batch {B}) and, rows ending in T=8, the sweep's IF SNN (T=8): images/s")
     for wname in work:
         for n in args.threads:
-            row = {c: (PB if wname == "PGD-20 member" else B) / rt[wname, c, n] for c, _, _ in cases}
+            size = {"PGD-20 member": PB, "PGD-20 member T=8": PB8}.get(wname, B)
+            row = {c: size / rt[wname, c, n] for c, _, _ in cases if (wname, c, n) in rt}
             txt = "  ".join(f"{c} {v:7.1f}" for c, v in row.items())
             if "today's path" in row:
                 txt += "   ours/today x{:.2f}".format(row["ours"] / row["today's path"])
+                if "ours, system malloc" in row:
+                    txt += "  allocator alone x{:.2f}".format(row["ours"] / row["ours, system malloc"])
                 if "ours bf16" in row:
                     txt += "  bf16/today x{:.2f}".format(row["ours bf16"] / row["today's path"])
             print(f"  {wname:15s} {n} thr: {txt}")

@@ -59,7 +59,10 @@ def main(argv: list[str] | None = None) -> None:
     except a lost peer, which each surviving rank reports.
     """
     from .. import distributed as D
+    from ..allocator import tune_allocator, user_manages_allocator
 
+    if not user_manages_allocator():
+        tune_allocator()  # keep large freed blocks: no page faults per [T, B, ...] tensor (robustsnn.allocator)
     try:
         try:
             app(args=argv, prog_name="robustsnn", standalone_mode=True)
