@@ -70,3 +70,27 @@ def test_gpu_estimate_counts_image_passes():
                  "evaluate": 20 * 11 * 4}
     base = stage_passes({**c, "baseline": "random", "baseline_epochs": None}, train_images=1000, n_spiking=3)
     assert base == {"baseline": (2 + 2 + 1) * 50 * 3 * 4, "evaluate": 20 * 11 * 4}  # same epochs as the conversion route
+
+
+TRAIN_CONFIGS = sorted(p for d in ("fmnist", "fmnist_full", "cifar10", "cifar100") for p in (ROOT / "configs" / d).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", TRAIN_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_train_config_parses(path):
+    """Every `robustsnn train --config` file names only train options, of the right types."""
+    from robustsnn.cli.train import TRAIN_DEFAULTS
+
+    opts = merge_options(TRAIN_DEFAULTS, read_config(path), {})
+    assert opts["model"] in available() and opts["epochs"] >= 1
+    dataset_info(opts["dataset"])
+
+
+def test_full_data_configs_are_the_matrix_at_60k_x_3():
+    """Issue 12 item 6: LIF and DLIF, RFGSM-AT, rho in {0, 1}, with and without Parseval, all 60 000 images x 3 epochs."""
+    full = {p.stem: read_config(p) for p in (ROOT / "configs" / "fmnist_full").glob("*_60k3.yaml")}
+    assert len(full) == 8
+    for name, cfg in full.items():
+        seed = read_config(ROOT / "configs" / "fmnist" / f"{name.removesuffix('_60k3')}.yaml")
+        assert cfg["epochs"] == 3 and "train_subset" not in cfg and cfg["eval_n"] == 1000
+        assert {k: v for k, v in cfg.items() if k not in ("epochs", "out", "eval_preset", "eval_n", "eval_eps")} == \
+            {k: v for k, v in seed.items() if k not in ("epochs", "out", "eval_preset", "eval_n", "eval_eps", "train_subset")}
