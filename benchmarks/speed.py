@@ -194,11 +194,11 @@ GEMM_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::add
             "aten::_convolution", "aten::thnn_conv2d", "aten::_slow_conv2d_forward", "aten::_slow_conv2d_backward")
 
 
-def gemm_share(model, x, y, reps: int = 3) -> tuple[float, float]:
-    """Where a natural training step's time goes: (share of the step spent in convolution / matmul
-    kernels, their own GFLOP/s). Self CPU time from torch.profiler over ``reps`` steps, FLOPs from
-    flop_counter (which counts only those kernels). A step can be no faster than its GEMM time,
-    so ``sgemm / own rate`` is the gap left even if neurons, batch norm and pooling cost nothing."""
+def gemm_share(model, x, y, reps: int = 3) -> float:
+    """Share of a natural training step's time spent in convolution / matmul kernels (the only
+    kernels flop_counter counts), from torch.profiler's self times over ``reps`` steps. With the
+    step time of section 2 this gives those kernels' own GFLOP/s, and what the rest (neurons,
+    batch norm, pooling, autograd) costs."""
     from torch.profiler import ProfilerActivity, profile
 
     obj = make_objective("natural")
@@ -214,9 +214,7 @@ def gemm_share(model, x, y, reps: int = 3) -> tuple[float, float]:
             step()
     ev = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in ev)
-    gemm = sum(e.self_cpu_time_total for e in ev if e.key in GEMM_OPS)
-    flops = step_flops(model, x, y) * reps
-    return gemm / max(total, 1e-9), flops / max(gemm * 1e-6, 1e-12) / 1e9
+    return sum(e.self_cpu_time_total for e in ev if e.key in GEMM_OPS) / max(total, 1e-9)
 
 
 def agreement(precision_ctx, model, x, y) -> dict:
@@ -322,8 +320,7 @@ def main() -> None:
                         fn = train_step_fn(model, obj, opt, xb, yb, prec)
                         ctx = contextlib.nullcontext()
                     with path(kern, share, malloc), ctx:
-                        if r == 0:
-                            fn()  # warm-up of this variant
+                        fn()  # warm-up after every switch: the allocator's heap regrows after malloc_trim
                         t = timed(fn, steps)
                     key = (wname, cname, n)
                     rt[key] = min(rt.get(key, float("inf")), t)
@@ -373,10 +370,12 @@ def main() -> None:
         best = max(B / rt["train natural", c, n] for c, _, _ in cases if c != "ours bf16")
         print(f"  {n} thr: sgemm {gf[n]:6.1f} GFLOP/s -> bound {bound:6.1f} images/s; "
               f"best fp32 natural {best:6.1f} images/s = bound / {bound / best:.2f}")
-        share, rate = gshare[n]
-        print(f"         conv/matmul kernels: {share:.0%} of the step (profiler, self time) at {rate:6.1f} GFLOP/s "
-              f"= sgemm / {gf[n] / rate:.2f}; with everything else free a step would still be bound / "
-              f"{gf[n] / rate:.2f}")
+        share = gshare[n]
+        ips = B / rt["train natural", "ours", n] if ("train natural", "ours", n) in rt else best
+        rate = flops * ips / share / 1e9  # GEMM FLOPs per second of the GEMM kernels' share of a step
+        print(f"         conv/matmul kernels: {share:.0%} of the step (profiler self time) at {rate:6.1f} GFLOP/s "
+              f"= sgemm / {gf[n] / rate:.2f}; the other {1 - share:.0%} (neurons, batch norm, pooling, autograd) "
+              f"has no FLOPs in the bound: with it free a step would be bound / {gf[n] / rate:.2f}")
     if autocast is not None:
         torch.set_num_threads(max(args.threads))
         m, xa, ya, what = model, xb, yb, "random cnn, random images"
