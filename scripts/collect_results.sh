@@ -13,6 +13,8 @@ for run in runs/fmnist/* runs/fmnist_full/* runs/pipeline/*; do
   find "$run" -maxdepth 1 -type f \( -name '*.json' -o -name '*.md' -o -name '*.html' \) -exec cp {} "$dest/" \;
   [ -f "$run.log" ] && cp "$run.log" "$dest/run.log"
   for ckpt in model ann/model finetune/model baseline/model; do
+    # an ANN taken from elsewhere (pipeline --ann) stays where it came from
+    if [ "$ckpt" = ann/model ] && grep -q '"source"' "$run/$ckpt/config.json" 2>/dev/null; then continue; fi
     if [ -f "$run/$ckpt/config.json" ]; then
       mkdir -p "$dest/$ckpt"; cp "$run/$ckpt/config.json" "$run/$ckpt/weights.safetensors" "$dest/$ckpt/"
     fi

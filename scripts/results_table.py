@@ -154,6 +154,43 @@ def sweep_rows(root: Path) -> list[str]:
     return rows
 
 
+def _paired(a: list[int], b: list[int], key) -> str:
+    """Mean of key(a_i) - key(b_i) over the samples both results attacked, in points, with its paired s.e."""
+    d = [float(key(i)) - float(key(j)) for i, j in zip(a, b)]
+    n = len(d)
+    if n < 2:
+        return "-"
+    mean = sum(d) / n
+    var = sum((x - mean) ** 2 for x in d) / (n - 1)
+    return f"{100 * mean:+.1f} ± {100 * (var / n) ** 0.5:.1f}"
+
+
+def verdict_rows(root: Path) -> list[str]:
+    """Conversion against end-to-end training at equal budget, per sparsity of the T = 8 sweep: the
+    differences in clean and PGD_ens accuracy on the same test images (paired standard errors)."""
+    rows = ["| sparsity | conversion row | end-to-end row | n | clean: conversion - end-to-end (points) | "
+            "PGD_ens: conversion - end-to-end (points) | standard: conversion - end-to-end (points) |",
+            "|---|---|---|---|---|---|---|"]
+    runs = {}
+    for run in sorted(p for p in root.glob("*_t8_*") if (p / "eval-pgd-ens.json").exists()):
+        cfg = (_load(run / "pipeline.json") or {}).get("config", {})
+        runs[run.name] = (cfg, _load(run / "eval-pgd-ens.json"), _load(run / "eval-standard.json"))
+    for name, (cfg, ev, std) in runs.items():
+        if cfg.get("baseline"):
+            continue
+        for other, (ocfg, oev, ostd) in runs.items():
+            if not ocfg.get("baseline") or ocfg.get("sparsity") != cfg.get("sparsity") or oev["n"] != ev["n"]:
+                continue
+            a, b = ev["results"][0]["breaker"], oev["results"][0]["breaker"]
+            std_cell = "-"
+            if std and ostd and std["n"] == ostd["n"]:
+                std_cell = _paired(std["results"][0]["breaker"], ostd["results"][0]["breaker"], lambda k: k == -1) + \
+                    f" (n={std['n']})"
+            rows.append(f"| {cfg.get('sparsity')} | {name} | {other} | {ev['n']} | {_paired(a, b, lambda k: k != -2)} | "
+                        f"{_paired(a, b, lambda k: k == -1)} | {std_cell} |")
+    return rows
+
+
 def _train_seconds(stages: dict) -> str:
     """Seconds spent training the route: ANN (its log, also when shared via --ann) + prune + convert
     + finetune, or the end-to-end baseline; '-' while a stage is missing."""
@@ -277,6 +314,11 @@ def main() -> None:
     if any((args.runs / "pipeline").glob("*_t8_*")):
         print("\n### Sparsity sweep at T = 8 with equal image-pass budgets (configs/pipeline/t8), eps = 0.1, accuracy in % ± s.e.\n")
         print("\n".join(sweep_rows(args.runs / "pipeline")))
+        verdict = verdict_rows(args.runs / "pipeline")
+        if len(verdict) > 2:
+            print("\n### Does conversion beat end-to-end training at T = 8? Differences on the same test images "
+                  "(paired, ± s.e.; positive: conversion is better)\n")
+            print("\n".join(verdict))
 
 
 if __name__ == "__main__":
