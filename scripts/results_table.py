@@ -262,8 +262,9 @@ def strongest_rows(roots: list[Path]) -> list[str]:
         closing = sum(m["broke"] for m in members if m["label"].startswith(("apgd-t", "square")))
         ens_sec = (same["pgd-ens"] or {}).get("results", [{}])[0].get("seconds")
         sec = f"{res.get('seconds', 0):.0f} / {ens_sec:.0f}" if ens_sec else f"{res.get('seconds', 0):.0f} / -"
+        summary = _load(path.parent.with_suffix(".json")) or {}
         rows.append(
-            f"| `{path.parent}` | {n} | {' | '.join(cells[:1])} | {cells[1]} | {cells[2]} | {_se(res['robust_acc'], n)} | "
+            f"| `{summary.get('source', path.parent)}` | {n} | {' | '.join(cells[:1])} | {cells[1]} | {cells[2]} | {_se(res['robust_acc'], n)} | "
             + " | ".join(pts(pre) for pre, _ in NEW_ATTACKS) + f" | {closing} ({100 * closing / n:.1f} pts) | {sec} |"
         )
     return rows
