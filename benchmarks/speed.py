@@ -18,8 +18,11 @@ shared, loaded CPU slows all variants alike.
    neuron loop, no compute-once encoder, glibc's default malloc) against ours, ours with
    glibc's default malloc (the allocator's share: robustsnn.allocator) and bf16 autocast;
    and the T = 8 sweep's SNN (IF, T = 8, TRADES with an R+FGSM inner step, batch 64).
-3. One PGD-20 member (eps 0.1, batch 16, eval mode) images/s, same variants; and at
-   batch 128 on the T = 8 IF SNN (the sweep's evaluation).
+3. One PGD-20 member (batch 16, eval mode) images/s, same variants; and at batch 128 on
+   the T = 8 IF SNN (the sweep's evaluation). The members attack the model's own clean
+   predictions at eps = 0 (the image never moves, the gradients are computed all the same), so that no image is broken early and every image gets all
+   20 gradient steps (with random weights and eps = 0.1 most images are misclassified
+   at once and PGD stops on them).
 4. The compute bound: FLOPs of one natural training step (torch.utils.flop_counter)
    over a measured float32 sgemm rate.
 5. bf16 agreement with fp32: clean predictions and PGD-20 verdicts of one model on 256
@@ -156,6 +159,19 @@ def train_step_fn(model, objective, opt, x, y, precision="fp32"):
     return step
 
 
+PGD_EPS = 0.0
+
+
+def own_predictions(model, x):
+    """Labels the attack keeps from breaking: the model's clean predictions (eval mode)."""
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    model.train(was)
+    return y
+
+
 def default_model():
     torch.manual_seed(0)
     return build("cnn", "snn", neuron="lif", time_steps=4)
@@ -281,7 +297,12 @@ def main() -> None:
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)  # tiny lr: weights barely move
     natural = make_objective("natural")
     rfgsm = make_objective("rfgsm-stable", eps=0.1, clean_weight=0.5, mppd=1.0)
-    pgd = PGD(model, 0.1, steps=20)
+    # PGD stops on a sample once it is misclassified, and random weights misclassify at once: the
+    # members attack the model's own predictions at eps = 0 (the image never moves), so all
+    # 20 steps run on every image (the work of one member on robust samples)
+    # (on models of their own: the training workloads change the trained models' predictions)
+    pgd_model = default_model()
+    pgd = PGD(pgd_model, PGD_EPS, steps=20)
     PB = 16  # PGD batch
     today = ("torch", False, "system")
     ours_system = ("cpp", True, "system")
@@ -293,8 +314,11 @@ def main() -> None:
     model8 = build("cnn", "snn", neuron="if", time_steps=8)
     opt8 = torch.optim.SGD(model8.parameters(), lr=0.01, momentum=0.9)
     PB8 = 128
-    xb8, yb8 = torch.rand(PB8, *xb.shape[1:]), torch.randint(0, 10, (PB8,))
-    pgd8 = PGD(model8, 0.1, steps=20)
+    xb8 = torch.rand(PB8, *xb.shape[1:])
+    torch.manual_seed(0)
+    pgd_model8 = build("cnn", "snn", neuron="if", time_steps=8)
+    pgd8 = PGD(pgd_model8, PGD_EPS, steps=20)
+    ypgd, yb8 = own_predictions(pgd_model, xb[:PB]), own_predictions(pgd_model8, xb8)
     cases = [("today's path", today, "fp32"), ("ours, system malloc", ours_system, "fp32"), ("ours", ours, "fp32")]
     if autocast is not None:
         cases.append(("ours bf16", ours, "bf16"))
@@ -310,7 +334,7 @@ def main() -> None:
                     if wname.endswith("T=8") and prec != "fp32":
                         continue
                     if obj is None:
-                        atk, xa, ya = (pgd8, xb8, yb8) if wname.endswith("T=8") else (pgd, xb[:PB], yb[:PB])
+                        atk, xa, ya = (pgd8, xb8, yb8) if wname.endswith("T=8") else (pgd, xb[:PB], ypgd)
                         fn = lambda: atk(xa, ya)  # noqa: E731
                         ctx = autocast(prec) if prec != "fp32" else contextlib.nullcontext()
                     elif wname.endswith("T=8"):
