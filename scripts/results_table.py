@@ -168,13 +168,17 @@ def _paired(a: list[int], b: list[int], key) -> str:
 def verdict_rows(root: Path) -> list[str]:
     """Conversion against end-to-end training at equal budget, per sparsity of the T = 8 sweep: the
     differences in clean and PGD_ens accuracy on the same test images (paired standard errors)."""
-    rows = ["| sparsity | conversion row | end-to-end row | n | clean: conversion - end-to-end (points) | "
-            "PGD_ens: conversion - end-to-end (points) | standard: conversion - end-to-end (points) |",
-            "|---|---|---|---|---|---|---|"]
-    runs = {}
+    rows = ["| sparsity | conversion row | end-to-end row | image-passes (conversion / end-to-end) | n | "
+            "clean: conversion - end-to-end (points) | PGD_ens: conversion - end-to-end (points) | "
+            "standard: conversion - end-to-end (points) |",
+            "|---|---|---|---|---|---|---|---|"]
+    runs, passes = {}, {}
     for run in sorted(p for p in root.glob("*_t8_*") if (p / "eval-pgd-ens.json").exists()):
-        cfg = (_load(run / "pipeline.json") or {}).get("config", {})
+        state = _load(run / "pipeline.json") or {}
+        cfg = state.get("config", {})
         runs[run.name] = (cfg, _load(run / "eval-pgd-ens.json"), _load(run / "eval-standard.json"))
+        route = (state.get("image_passes") or {}).get("baseline" if cfg.get("baseline") else "conversion") or {}
+        passes[run.name] = route.get("total")
     for name, (cfg, ev, std) in runs.items():
         if cfg.get("baseline"):
             continue
@@ -186,7 +190,10 @@ def verdict_rows(root: Path) -> list[str]:
             if std and ostd and std["n"] == ostd["n"]:
                 std_cell = _paired(std["results"][0]["breaker"], ostd["results"][0]["breaker"], lambda k: k == -1) + \
                     f" (n={std['n']})"
-            rows.append(f"| {cfg.get('sparsity')} | {name} | {other} | {ev['n']} | {_paired(a, b, lambda k: k != -2)} | "
+            budget = f"{passes[name] or 0:,} / {passes[other] or 0:,}" + (
+                "" if passes[name] == passes[other] else " (not equal: HYDRA's score epoch)" if cfg.get("pruning") == "hydra"
+                else " (not equal)")
+            rows.append(f"| {cfg.get('sparsity')} | {name} | {other} | {budget} | {ev['n']} | {_paired(a, b, lambda k: k != -2)} | "
                         f"{_paired(a, b, lambda k: k == -1)} | {std_cell} |")
     return rows
 
