@@ -15,7 +15,7 @@ shared, loaded CPU slows all variants alike.
    for the backward pass and the fraction of spikes equal to ours.
 2. Training images/s of the default model (cnn, LIF, T = 4, batch 64, 28x28): natural and
    RFGSM-AT (the demo's rfgsm-stable, eps 0.1, MPPD rho = 1), "today's path" (torch
-   neuron loop, no compute-once encoder, glibc's default malloc) against ours, ours with
+   neuron loop, no compute-once encoder, glibc's default malloc, torch's batch norm) against ours, ours with
    glibc's default malloc (the allocator's share: robustsnn.allocator) and bf16 autocast;
    and the T = 8 sweep's SNN (IF, T = 8, TRADES with an R+FGSM inner step, batch 64).
 3. One PGD-20 member (batch 16, eval mode) images/s, same variants; and at batch 128 on
@@ -71,6 +71,10 @@ try:
     from robustsnn.allocator import tune_allocator
 except ImportError:
     tune_allocator = None
+try:
+    from robustsnn.batchnorm import fast_batchnorm
+except ImportError:
+    fast_batchnorm = None
 
 SHAPE = (8, 32, 64, 16, 16)
 LAM = 0.99
@@ -78,10 +82,13 @@ LAM = 0.99
 
 # ------------------------------------------------------------------ variants
 @contextlib.contextmanager
-def path(kernel: str | None, share: bool | None, malloc: str | None = None):
-    """Neuron backend (cpp / torch), compute-once encoder on/off and glibc allocator ("system" /
-    "tuned", :mod:`robustsnn.allocator`), where this version has them."""
+def path(kernel: str | None, share: bool | None, malloc: str | None = None, bn: bool | None = None):
+    """Neuron backend (cpp / torch), compute-once encoder on/off, glibc allocator ("system" /
+    "tuned", :mod:`robustsnn.allocator`) and two-pass CPU batch norm on/off
+    (:mod:`robustsnn.batchnorm`), where this version has them."""
     stack = contextlib.ExitStack()
+    if fast_batchnorm is not None and bn is not None:
+        stack.enter_context(fast_batchnorm(bn))
     if tune_allocator is not None and malloc is not None:
         tune_allocator(malloc == "tuned")
         stack.callback(tune_allocator, False)
@@ -304,9 +311,9 @@ def main() -> None:
     pgd_model = default_model()
     pgd = PGD(pgd_model, PGD_EPS, steps=20)
     PB = 16  # PGD batch
-    today = ("torch", False, "system")
-    ours_system = ("cpp", True, "system")
-    ours = ("cpp", True, "tuned")
+    today = ("torch", False, "system", False)
+    ours_system = ("cpp", True, "system", True)
+    ours = ("cpp", True, "tuned", True)
     work = {"train natural": (natural, 2), "train RFGSM-AT": (rfgsm, 1), "PGD-20 member": (None, 1),
             "train TRADES T=8": (make_objective("trades", eps=0.1, beta=2.0, inner="rfgsm"), 1),
             "PGD-20 member T=8": (None, 1)}
@@ -323,14 +330,14 @@ def main() -> None:
     if autocast is not None:
         cases.append(("ours bf16", ours, "bf16"))
     if kernels is None:
-        cases = [("this version", (None, None, None), "fp32")]
+        cases = [("this version", (None, None, None, None), "fp32")]
     rt = {}
     rounds = 2 if args.quick else max(2, args.repeats)
     for r in range(rounds):
         for n in args.threads:
             torch.set_num_threads(n)
             for wname, (obj, steps) in work.items():
-                for cname, (kern, share, malloc), prec in cases:
+                for cname, variant, prec in cases:
                     if wname.endswith("T=8") and prec != "fp32":
                         continue
                     if obj is None:
@@ -343,7 +350,7 @@ def main() -> None:
                     else:
                         fn = train_step_fn(model, obj, opt, xb, yb, prec)
                         ctx = contextlib.nullcontext()
-                    with path(kern, share, malloc), ctx:
+                    with path(*variant), ctx:
                         fn()  # warm-up after every switch: the allocator's heap regrows after malloc_trim
                         t = timed(fn, steps)
                     key = (wname, cname, n)

@@ -83,7 +83,7 @@ def pipeline_rows(root: Path) -> list[str]:
         std_cell = "-" if std is None else f"{_pct(std)} (n={n_std}, clean {_pct(std_ev['clean_acc'])})"
         eff = _load(run / "efficiency.json") or {}
         mem, energy = eff.get("memory") or {}, (eff.get("energy") or {}).get("savings") or {}
-        route = f"baseline ({cfg.get('baseline')} mask)" if cfg.get("baseline") else "conversion"
+        route = _baseline_route(cfg) if cfg.get("baseline") else "conversion"
         epochs = cfg.get("baseline_epochs") or _epochs(cfg)
         recorded = (state.get("command") or "").replace(" --no-progress", "")
         cmd = f"`{recorded}`" if recorded else f"`scripts/run_pipelines.sh configs/pipeline/{run.name}.yaml`"
@@ -142,7 +142,7 @@ def sweep_rows(root: Path) -> list[str]:
         std, n_std = _robust(std_ev)
         eff = _load(run / "efficiency.json") or {}
         mem, energy = eff.get("memory") or {}, (eff.get("energy") or {}).get("savings") or {}
-        route = f"baseline ({cfg.get('baseline')} mask)" if cfg.get("baseline") else f"conversion ({cfg.get('conversion_recipe')})"
+        route = _baseline_route(cfg) if cfg.get("baseline") else f"conversion ({cfg.get('conversion_recipe')})"
         recorded = (state.get("command") or "").replace(" --no-progress", "")
         rows.append(
             f"| {run.name} | {route} | {_pruning(cfg)} | {cfg.get('sparsity')} | {budget} | "
@@ -185,6 +185,8 @@ def verdict_rows(root: Path) -> list[str]:
         for other, (ocfg, oev, ostd) in runs.items():
             if not ocfg.get("baseline") or ocfg.get("sparsity") != cfg.get("sparsity") or oev["n"] != ev["n"]:
                 continue
+            if ocfg.get("baseline") == "ann-mask" and ocfg.get("pruning") != cfg.get("pruning"):
+                continue  # an ann-mask baseline is the same-mask control of its own pruner's row only
             a, b = ev["results"][0]["breaker"], oev["results"][0]["breaker"]
             std_cell = "-"
             if std and ostd and std["n"] == ostd["n"]:
@@ -281,11 +283,17 @@ def _stored(mem: dict) -> str:
     return f"{mem['nonzero']:,} / {mem['weights']:,}" if mem else "-"
 
 
+def _baseline_route(cfg: dict) -> str:
+    """The end-to-end baseline's label: which mask it trained with."""
+    return "baseline (ANN's mask)" if cfg.get("baseline") == "ann-mask" else f"baseline ({cfg.get('baseline')} mask)"
+
+
 def _pruning(cfg: dict) -> str:
     """How the run chose its mask: none (dense), random (baseline), or the pruning method."""
     if not cfg.get("sparsity"):
         return "none (dense)"
-    method = "random" if cfg.get("baseline") else cfg.get("pruning", "-")
+    baseline = cfg.get("baseline")
+    method = "random" if baseline == "random" else cfg.get("pruning", "-")
     dense = [name for name, key in (("first conv", "prune_first"), ("readout", "prune_last")) if cfg.get(key) is False]
     return f"{method}, {' and '.join(dense)} dense" if dense else method
 

@@ -184,7 +184,9 @@ def test_long_simulation_agrees_with_the_ann(fashion_ann):
     with torch.no_grad():
         ann_pred, snn_pred = ann(x).argmax(1), snn(x).argmax(1)
     assert (ann_pred == test.labels).float().mean() > 0.7  # the ANN learned something
-    assert (snn_pred == ann_pred).float().mean() >= 0.9
+    # measured over ANN seeds 0-2 (150 images, s.e. ~2 points): 87-98 % agreement; the seed
+    # recipe's hard reset loses a few predictions even at T = 64. A broken conversion agrees at ~10-30 %.
+    assert (snn_pred == ann_pred).float().mean() >= 0.85
 
 
 def test_cli_convert(tmp_path):

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import kernels
+from .batchnorm import batch_norm_forward
 
 __all__ = [
     "Conv2d",
@@ -87,11 +88,11 @@ def _batchnorm_repeated(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) ->
     T, x0 = x.shape[0], x[0]
     n0 = x0.numel() // x0.shape[1]
     if not (bn.training and bn.track_running_stats and bn.running_var is not None):
-        return _broadcast(nn.modules.batchnorm._BatchNorm.forward(bn, x0), T)
+        return _broadcast(batch_norm_forward(bn, x0), T)
     if n0 < 2:  # torch's unbiased update over B*H*W = 1 value is undefined: run on the copies
-        return nn.modules.batchnorm._BatchNorm.forward(bn, x.flatten(0, 1)).unflatten(0, x.shape[:2])
+        return batch_norm_forward(bn, x.flatten(0, 1)).unflatten(0, x.shape[:2])
     old_var = bn.running_var.clone()
-    y0 = nn.modules.batchnorm._BatchNorm.forward(bn, x0)  # updates with the factor n0/(n0-1)
+    y0 = batch_norm_forward(bn, x0)  # updates with the factor n0/(n0-1)
     with torch.no_grad():
         factor = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
         n = T * n0
@@ -114,7 +115,7 @@ class BatchNorm2d(nn.BatchNorm2d):
     def forward(self, x):
         if is_time_broadcast(x, 4):
             return _batchnorm_repeated(self, x)
-        return _merged(super().forward, x, 4)
+        return _merged(lambda v: batch_norm_forward(self, v), x, 4)
 
 
 class BatchNorm1d(nn.BatchNorm1d):
@@ -123,7 +124,7 @@ class BatchNorm1d(nn.BatchNorm1d):
     def forward(self, x):
         if is_time_broadcast(x, 2):
             return _batchnorm_repeated(self, x)
-        return _merged(super().forward, x, 2)
+        return _merged(lambda v: batch_norm_forward(self, v), x, 2)
 
 
 class _AvgPool2(torch.autograd.Function):

@@ -1,0 +1,112 @@
+"""Training-mode batch norm on the CPU with two cheap reductions instead of torch's Welford loop.
+
+torch's CPU ``batch_norm`` in training computes each channel's mean and variance with a
+Welford recursion over the [N, H, W] values: on one thread it runs at about a fifth of the
+memory bandwidth (6.3 ms for a [256, 64, 14, 14] float32 tensor, whose copy takes 0.6 ms),
+and at T = 4 the SNN's second batch norm sees T * B images per step. Here the statistics
+are two passes that vectorise: the mean from contiguous row sums, then the biased variance
+as the sum of squares of the centred values (``torch.linalg.vecdot`` along H*W; the per-row
+partial sums are added in float64), and the output is one ``addcmul`` on the centred values.
+The backward pass is torch's own (``aten::native_batch_norm_backward`` with the saved mean and
+inverse std), so gradients follow the same formula as ``nn.BatchNorm2d``'s.
+
+Values equal torch's to rounding (float32: relative 1e-6; tested), not bit for bit.
+:func:`batch_norm_forward` is a drop-in for ``nn.BatchNorm*d.forward`` that takes this path for
+CPU float32/float64 inputs in training (or without running statistics) and torch's otherwise
+(GPUs, evaluation with running statistics, autocast, one value per channel, ``fast_batchnorm(False)``).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+
+__all__ = ["batch_norm_train", "batch_norm_forward", "fast_batchnorm"]
+
+_FAST = {"on": True}
+
+
+@contextmanager
+def fast_batchnorm(enabled: bool = True) -> Iterator[None]:
+    """Use the two-pass CPU batch norm (True) or torch's (False) inside the block."""
+    saved = _FAST["on"]
+    _FAST["on"] = bool(enabled)
+    try:
+        yield
+    finally:
+        _FAST["on"] = saved
+
+
+class _TrainBatchNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps):
+        n_batch, c = x.shape[0], x.shape[1]
+        x3 = x.reshape(n_batch, c, -1)
+        count = x3.shape[0] * x3.shape[2]
+        mean64 = x3.sum(-1).sum(0, dtype=torch.float64) / count
+        mean = mean64.to(x.dtype)
+        xc = x3 - mean.view(1, c, 1)
+        var64 = torch.linalg.vecdot(xc, xc).sum(0, dtype=torch.float64) / count
+        invstd = torch.rsqrt(var64 + eps).to(x.dtype)
+        scale = invstd if weight is None else invstd * weight
+        if bias is None:
+            y = xc.mul_(scale.view(1, c, 1))
+        else:
+            y = torch.addcmul(bias.view(1, c, 1), xc, scale.view(1, c, 1))
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.eps = eps
+        ctx.mark_non_differentiable(mean64, var64)
+        return y.view(x.shape), mean64, var64
+
+    @staticmethod
+    def backward(ctx, grad_y, _grad_mean, _grad_var):
+        x, weight, mean, invstd = ctx.saved_tensors
+        want = [ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1],
+                ctx.needs_input_grad[2]]
+        gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
+            grad_y.contiguous(), x, weight, None, None, mean, invstd, True, ctx.eps, want)
+        return (gx if want[0] else None), (gw if want[1] else None), (gb if want[2] else None), None
+
+
+def batch_norm_train(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                     eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batch norm with the statistics of ``x`` itself.
+
+    Args:
+        x: [N, C, ...] contiguous-able, float32 or float64.
+        weight, bias: [C] affine parameters or None.
+        eps: added to the variance.
+
+    Returns:
+        (y [N, C, ...] like x, mean [C] float64, biased variance [C] float64); the
+        statistics carry no gradient.
+    """
+    return _TrainBatchNorm.apply(x.contiguous(), weight, bias, float(eps))
+
+
+def _eligible(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> bool:
+    batch_stats = bn.training or bn.running_mean is None
+    return (_FAST["on"] and batch_stats and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+            and x.dim() >= 2 and x.numel() > x.shape[1] and not torch.is_autocast_enabled("cpu"))
+
+
+def batch_norm_forward(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """``bn``'s forward on ``x`` [N, C, ...] (the module's settings, running statistics and counter
+    updated as torch does), through :func:`batch_norm_train` where eligible (module docstring)."""
+    if not _eligible(bn, x):
+        return nn.modules.batchnorm._BatchNorm.forward(bn, x)
+    bn._check_input_dim(x)
+    y, mean, var = batch_norm_train(x, bn.weight, bn.bias, bn.eps)
+    if bn.training and bn.track_running_stats and bn.running_mean is not None:
+        with torch.no_grad():
+            if bn.num_batches_tracked is not None:
+                bn.num_batches_tracked.add_(1)
+            factor = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+            count = x.numel() // x.shape[1]
+            bn.running_mean.mul_(1 - factor).add_(mean.to(bn.running_mean.dtype), alpha=factor)
+            unbiased = var * (count / (count - 1))
+            bn.running_var.mul_(1 - factor).add_(unbiased.to(bn.running_var.dtype), alpha=factor)
+    return y
