@@ -13,7 +13,9 @@ every member of the last ordered preset (``strongest``) with its seconds, and
 whether ``strongest`` is at or below every other preset on those images, and how
 many samples another preset broke that ``strongest`` left standing (per sample).
 ``--save-dir`` writes each preset's full result as ``eval-<preset>.json`` there
-(what ``scripts/results_table.py`` reads); ``--json`` the summary with every member. Default
+(what ``scripts/results_table.py`` reads); ``--json`` the summary with every member.
+``--reuse autoattack`` reads that preset's saved result instead of running it again
+(same images, eps and seed checked; its seconds are the earlier run's, marked ``reused``). Default
 checkpoint: results/fmnist/lif_rfgsm_parseval_mppd1/model (a robust Fashion-MNIST SNN).
 
 Early exit only attacks samples that no earlier member broke; running every
@@ -60,18 +62,26 @@ def compare_presets(args) -> None:
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     print(f"model: {ckpt}; n={len(y)}; eps={eps:g}; threads={torch.get_num_threads()}")
     rows, results = [], {}
+    reuse = {p.strip() for p in (args.reuse or "").split(",") if p.strip()}
     for p in presets:
-        t = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = robustsnn.evaluate(model, (x, y), preset=p, eps=eps, n=args.n, diagnostics=False,
-                                     batch_size=args.batch_size, seed=args.seed)
-        sec = time.perf_counter() - t
+        saved = Path(args.save_dir or ".") / f"eval-{p}.json"
+        if p in reuse:
+            res = _saved_result(saved, p, len(y), eps, args.seed)
+            sec = res.timings.get("total") or res.results[0].seconds
+        else:
+            t = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = robustsnn.evaluate(model, (x, y), preset=p, eps=eps, n=args.n, diagnostics=False,
+                                         batch_size=args.batch_size, seed=args.seed)
+            sec = time.perf_counter() - t
+            if args.save_dir:
+                res.save(saved)
         results[p] = res
-        if args.save_dir:
-            res.save(Path(args.save_dir) / f"eval-{p}.json")
-        rows.append({"preset": p, "robust_acc": res.robust_acc, "seconds": sec, "clean_acc": res.clean_acc})
-        print(f"  {p}: robust {res.robust_acc:.1%} in {sec:.1f} s", flush=True)
+        rows.append({"preset": p, "robust_acc": res.robust_acc, "seconds": sec, "clean_acc": res.clean_acc,
+                     "reused": p in reuse})
+        print(f"  {p}: robust {res.robust_acc:.1%} in {sec:.1f} s" + (f" (reused {saved})" if p in reuse else ""),
+              flush=True)
     base = next((r["seconds"] for r in rows if r["preset"] == "pgd-ens"), None)
     print(f"{'preset':<12} {'robust':>8} {'seconds':>9} {'x pgd-ens':>10}")
     for r in rows:
@@ -106,6 +116,19 @@ def compare_presets(args) -> None:
             json.dump(summary, f, indent=2)
 
 
+def _saved_result(path: Path, preset: str, n: int, eps: float, seed: int):
+    """The result ``--save-dir`` kept for ``preset``; exits with one line if it is missing or for other images."""
+    from robustsnn.evaluate import EvalResult
+
+    if not path.is_file():
+        raise SystemExit(f"--reuse {preset}: no saved result {path}; run once without --reuse {preset}")
+    res = EvalResult.load(path)
+    if res.n != n or res.seed != seed or abs(res.results[0].eps - eps) > 1e-12:
+        raise SystemExit(f"--reuse {preset}: {path} is for n={res.n}, seed={res.seed}, eps={res.results[0].eps:g}, "
+                         f"not n={n}, seed={seed}, eps={eps:g}; run it again without --reuse")
+    return res
+
+
 def _broken_only_by(other, res) -> int:
     """Samples clean-correct in both results that ``other`` broke and ``res`` left robust (breaker -1)."""
     a, b = other.results[0].breaker, res.results[0].breaker
@@ -123,6 +146,9 @@ def main() -> None:
     ap.add_argument("--presets", help="compare these presets (comma-separated) with one evaluate() each")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save-dir", help="with --presets: write each preset's result as eval-<preset>.json here")
+    ap.add_argument("--reuse", help="with --presets and --save-dir: read these presets' results (comma-separated) "
+                    "from the save dir instead of running them again (same images, eps and seed; their seconds are "
+                    "from that earlier run)")
     args = ap.parse_args()
     if args.presets:
         compare_presets(args)

@@ -76,6 +76,7 @@ def test_strongest_preset_lists_every_attack_family():
     assert sum(m.attack == "pgd" for m in members) == 20  # the 19 of PGD_ens + PDSG
     assert [members[i].attack for i in essential_members(members)] == ["sa-pgd", "apgd-t", "square"]
     assert not members[-1].white_box
+    assert [m.attack for m in members if m.focus] == ["apgd-t", "square"]  # the closers: lowest margins only
 
 
 def test_evaluate_strongest_lists_every_member_with_its_cost():
@@ -89,3 +90,70 @@ def test_evaluate_strongest_lists_every_member_with_its_cost():
     assert all("seconds" in m and m["calibration"]["samples"] == 4 for m in members)
     ens = robustsnn.evaluate(model, (x, y), preset="pgd-ens", eps=0.1, n=16, diagnostics=False)
     assert res.robust_acc <= ens.robust_acc
+
+
+class _Recorder:
+    """A fake white-box attack: records which samples it was given and returns them unchanged."""
+
+    white_box = True
+
+    def __init__(self, eps=0.1):
+        self.eps, self.norm, self.seen = eps, "Linf", []
+
+    def label(self):
+        return "recorder"
+
+    def __call__(self, x, y, ids=None):
+        self.seen.extend(ids.tolist())
+        return x
+
+
+def test_margin_is_the_smallest_over_clean_and_every_member(setup):
+    """EnsembleResult.margin: z_y - max_{j != y} z_j, the minimum over the clean image and every
+    member's returned image; negative exactly where a member broke the sample."""
+    from robustsnn.attacks.ensemble import logit_margin
+
+    model, x, y = setup
+    res = Ensemble(model, MEMBERS[1:], eps=0.1, early_exit=False).run(x, y)
+    with torch.no_grad():
+        clean = logit_margin(model(x), y)
+    ok = res.clean_correct
+    assert torch.isnan(res.margin[~ok]).all()
+    assert (res.margin[ok] <= clean[ok] + 1e-6).all()
+    assert ((res.margin[ok] < 0) == ~res.robust[ok]).all()
+    # the minimum over members: rerun each member alone and compare
+    lows = [Ensemble(model, [m], eps=0.1).run(x, y).margin for m in MEMBERS[1:]]
+    torch.testing.assert_close(res.margin[ok], torch.minimum(*lows)[ok])
+
+
+def test_focused_member_attacks_only_the_lowest_margin_survivors(setup):
+    from robustsnn.attacks.ensemble import FOCUS_MIN, lowest_margin
+
+    model, x, y = setup
+    rec = _Recorder()
+    ens = Ensemble(model, MEMBERS[1:], eps=0.1)
+    ens.specs.append(Member("square", None, {"n_queries": 1}, focus=0.25))
+    ens.attacks.append(rec)
+    res = ens.run(x, y)
+    survivors = res.robust.nonzero().squeeze(1)
+    m = res.margin[survivors]
+    keep = min(len(survivors), max(FOCUS_MIN, -(-len(survivors) // 4)))
+    expected = survivors[m.argsort(stable=True)[:keep]].sort().values
+    assert sorted(rec.seen) == expected.tolist()
+    assert res.members[-1].attacked == keep and res.members[-1].label.endswith("[lowest-margin 25%]")
+    pool = torch.arange(20)
+    margin = torch.arange(20, 0, -1).float()
+    assert lowest_margin(pool, margin, 0.5).tolist() == list(range(10, 20))
+    assert lowest_margin(pool, margin, 0.1).tolist() == list(range(12, 20))  # FOCUS_MIN = 8
+    assert lowest_margin(pool, torch.full((20,), float("nan")), 0.1).tolist() == list(range(20))
+    with pytest.raises(ValueError, match="focus"):
+        Member("square", None, focus=1.5)
+
+
+def test_focused_members_close_the_order():
+    recs = [MemberRecord(0, "a", True, attacked=10, broke=2, seconds=2.0),
+            MemberRecord(1, "apgd-t", True, attacked=8, broke=3, seconds=1.0, spec={"focus": 0.25}),
+            MemberRecord(2, "sq", False, attacked=8, broke=0, seconds=1.0, spec={"focus": 0.25}),
+            MemberRecord(3, "c", True, attacked=8, broke=1, seconds=0.25)]
+    assert order_members(recs, essential=[1, 2]) == [3, 0, 1, 2]
+    assert order_members(recs) == [3, 0, 1]

@@ -66,6 +66,9 @@ class EpsResult:
             that broke it.
         calibration: the estimator calibration (presets autoattack/full), else None.
         seconds: wall time of the ensemble.
+        margin: per sample, the smallest logit margin z_y - max_{j != y} z_j the attacks reached
+            (rounded to 1e-4; None where undefined: wrong on the clean image, stochastic model);
+            for a robust sample, how close the attacks came to breaking it.
     """
 
     eps: float
@@ -75,6 +78,7 @@ class EpsResult:
     breaker: list[int]
     calibration: dict | None = None
     seconds: float = 0.0
+    margin: list | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -171,6 +175,13 @@ class EvalResult:
 
 
 # ---------------------------------------------------------------------------- data
+def _margins(margin: torch.Tensor | None) -> list | None:
+    """Per-sample margins for JSON: rounded to 1e-4, NaN -> None."""
+    if margin is None:
+        return None
+    return [None if m != m else round(m, 4) for m in margin.tolist()]
+
+
 def _as_tensors(data, n: int | None, data_dir=None) -> tuple[torch.Tensor, torch.Tensor, str | None]:
     """(x float [N, C, H, W] in [0, 1], y int64 [N], dataset name) from any accepted ``data``."""
     name = None
@@ -475,7 +486,7 @@ def evaluate(
                 EpsResult(
                     eps=e, clean_acc=res.clean_acc, robust_acc=res.robust_acc,
                     members=[r.to_dict() for r in res.members], breaker=res.breaker.tolist(),
-                    calibration=calibration, seconds=res.seconds,
+                    calibration=calibration, seconds=res.seconds, margin=_margins(res.margin),
                 )
             )
             timings[f"eps={e:g}"] = time.perf_counter() - t_eps

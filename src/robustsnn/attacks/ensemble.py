@@ -19,6 +19,7 @@ each member's accuracy on its own.
 from __future__ import annotations
 
 import json
+import math
 
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from torch import nn
 from .. import distributed as D
 from ..estimators import Estimator, parse_estimator
 from .apgd import APGD, APGDT
-from .base import DEFAULT_EPS, Attack, check_eps, check_norm, lp_norm, project
+from .base import DEFAULT_EPS, Attack, _margin, check_eps, check_norm, lp_norm, project
 from .cache import MemberCache, fingerprint, next_link
 from .eot import default_votes, predict
 from .fab import FAB
@@ -78,15 +79,22 @@ class Member:
         attack: a name in :data:`ATTACKS` (``"pgd"``, ``"apgd-t"``, ``"square"``, ...).
         estimator: ``None`` (each neuron's own surrogate), a spec string or an Estimator.
         params: keyword arguments of the attack class (``{"steps": 20}``).
+        focus: None (attack every sample still standing) or a fraction in (0, 1]: attack only
+            that share of them, those with the smallest logit margin the earlier members reached
+            (:attr:`EnsembleResult.margin`; at least :data:`FOCUS_MIN` samples). For expensive
+            closing attacks: the samples they break are the ones earlier attacks came close on.
     """
 
     attack: str
     estimator: Estimator | None = None
     params: dict = field(default_factory=dict)
+    focus: float | None = None
 
     def __post_init__(self) -> None:
         if self.attack not in ATTACKS:
             raise ValueError(f"unknown attack {self.attack!r}; choose one of {', '.join(ATTACKS)}")
+        if self.focus is not None and not 0 < float(self.focus) <= 1:
+            raise ValueError(f"focus={self.focus!r} must be a fraction in (0, 1] (or None: every sample)")
         if self.estimator is not None and not isinstance(self.estimator, Estimator):
             object.__setattr__(self, "estimator", parse_estimator(self.estimator))
         object.__setattr__(self, "params", dict(self.params))
@@ -127,8 +135,8 @@ class Member:
         else:
             base = self.attack
         if not self.white_box:
-            return base
-        return f"{base}@{self.estimator.label() if self.estimator else 'default'}"
+            return base + focus_suffix(self.focus)
+        return f"{base}@{self.estimator.label() if self.estimator else 'default'}" + focus_suffix(self.focus)
 
     def to_dict(self) -> dict:
         params = {k: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)) for k, v in self.params.items()}
@@ -139,7 +147,34 @@ class Member:
             "params": params,
             "white_box": self.white_box,
             "label": self.label(),
+            **({"focus": float(self.focus)} if self.focus is not None else {}),
         }
+
+
+#: The fewest samples a focused member attacks (all of them when fewer stand).
+FOCUS_MIN = 8
+
+
+def focus_suffix(focus: float | None) -> str:
+    """Label suffix of a focused member: ``" [lowest-margin 25%]"``."""
+    return "" if focus is None else f" [lowest-margin {float(focus):.0%}]"
+
+
+def lowest_margin(pool: torch.Tensor, margin: torch.Tensor, focus: float) -> torch.Tensor:
+    """The ``focus`` share of sample indices ``pool`` [P] with the smallest ``margin`` (ties: lower
+    index; at least :data:`FOCUS_MIN`), in increasing index order; all of ``pool`` if a margin is NaN."""
+    n = int(pool.numel())
+    keep = min(n, max(FOCUS_MIN, math.ceil(focus * n - 1e-9)))
+    m = margin[pool.cpu()]
+    if keep >= n or bool(torch.isnan(m).any()):
+        return pool
+    order = sorted(range(n), key=lambda i: (float(m[i]), int(pool[i])))[:keep]
+    return pool[torch.tensor(sorted(order), dtype=torch.long, device=pool.device)]
+
+
+def logit_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """z_y - max_{j != y} z_j per sample ([B, K] logits, [B] labels -> [B]; negative = misclassified)."""
+    return -_margin(logits, y)
 
 
 def as_member(spec: Any) -> "Member | Attack":
@@ -212,6 +247,11 @@ class EnsembleResult:
         x_adv: [N, ...] the adversarial image of the breaking member (clean image where robust).
         members: one :class:`MemberRecord` per member.
         fooled: [M, N] bool, member k alone fools sample n (only without early exit).
+        margin: [N] float, the smallest logit margin z_y - max_{j != y} z_j seen at the clean
+            image and at every adversarial image the members returned for the sample (negative:
+            broken; for a robust sample, how close the attacks came). NaN for a stochastic model
+            (verdicts by vote) and for samples wrong on the clean image. Members taken from the
+            cache add nothing to it.
     """
 
     eps: float
@@ -223,6 +263,7 @@ class EnsembleResult:
     members: list[MemberRecord]
     fooled: torch.Tensor | None = None
     seconds: float = 0.0
+    margin: torch.Tensor | None = None
 
     @property
     def n(self) -> int:
@@ -321,6 +362,14 @@ class Ensemble:
     def _verdict(self, x: torch.Tensor) -> torch.Tensor:
         return predict(self.model, x, self.votes, self.batch_size)
 
+    @torch.no_grad()
+    def _verdict_margin(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(predicted labels [B], logit margins [B]); margins are NaN for a stochastic model (votes)."""
+        if self.votes > 1 or x.shape[0] == 0:
+            return self._verdict(x), torch.full((x.shape[0],), float("nan"), device=x.device)
+        z = torch.cat([self.model(xb) for xb in x.split(self.batch_size)])
+        return z.argmax(1), logit_margin(z, y)
+
     def _cache(self, x: torch.Tensor, y: torch.Tensor) -> MemberCache | None:
         if self.cache_dir is None or not self.early_exit:
             return None
@@ -357,7 +406,10 @@ class Ensemble:
         training = [(m, m.training) for m in self.model.modules()]
         self.model.eval()
         try:
-            correct = self._verdict(x) == y
+            pred, margin = self._verdict_margin(x, y)
+            correct = pred == y
+            margin = margin.float().cpu()
+            margin[~correct.cpu()] = float("nan")
             alive = correct.clone()
             breaker = torch.full((n,), -1, dtype=torch.long)
             breaker[~correct.cpu()] = -2
@@ -379,9 +431,12 @@ class Ensemble:
                         continue
                 else:
                     cache = None  # a member that cannot be cached ends reuse for the rest of the chain
-                rec = MemberRecord(k, attack.label(), attack.white_box,
+                focus = spec.focus if isinstance(spec, Member) else None
+                rec = MemberRecord(k, attack.label() + focus_suffix(focus), attack.white_box,
                                    spec=spec.to_dict() if isinstance(spec, Member) else {"label": attack.label()})
                 pool = (alive if self.early_exit else correct).nonzero().squeeze(1)
+                if focus is not None and pool.numel():
+                    pool = lowest_margin(pool, margin, focus)
                 rec.attacked = int(pool.numel())
                 t0 = time.perf_counter()
                 if pool.numel() == 0:
@@ -391,9 +446,11 @@ class Ensemble:
                 chunks = pool.split(self.batch_size)
                 mine = range(D.rank(), len(chunks), D.world_size()) if self.distributed else range(len(chunks))
 
-                def apply(j: int, fool: torch.Tensor, xa_fooled: torch.Tensor) -> None:
+                def apply(j: int, fool: torch.Tensor, xa_fooled: torch.Tensor, marg: torch.Tensor) -> None:
                     """Fold chunk ``j``'s verdicts (and the images that fooled) into the ensemble state."""
                     chunk = chunks[j]
+                    c = chunk.cpu()
+                    margin[c] = torch.fmin(margin[c], marg.float().cpu())
                     fool = fool.to(alive.device)
                     new = fool & alive[chunk]
                     if new.any():
@@ -410,17 +467,18 @@ class Ensemble:
                     chunk = chunks[j]
                     xa = attack(x[chunk], y[chunk], ids=chunk.cpu() + self.id_offset)
                     xa = project(xa, x[chunk], self.eps, self.norm)  # the ensemble defines the threat model
-                    fool = self._verdict(xa) != y[chunk]
+                    pred, marg = self._verdict_margin(xa, y[chunk])
+                    fool = pred != y[chunk]
                     if self.distributed:  # every rank folds every chunk in order after the gather
-                        outcomes.append((j, fool.cpu(), xa[fool].cpu()))
+                        outcomes.append((j, fool.cpu(), xa[fool].cpu(), marg.cpu()))
                     else:
-                        apply(j, fool, xa[fool])
+                        apply(j, fool, xa[fool], marg)
                     if self.on_progress:
                         self.on_progress(f"{rec.label}  robust {float(alive.float().mean()):.1%}", 1.0 / len(chunks))
                 if self.distributed:
                     gathered = D.all_gather_object((outcomes, list(getattr(attack, "messages", []))))
-                    for j, fool, xa_fooled in sorted((o for part, _ in gathered for o in part), key=lambda o: o[0]):
-                        apply(j, fool, xa_fooled)
+                    for j, fool, xa_fooled, marg in sorted((o for part, _ in gathered for o in part), key=lambda o: o[0]):
+                        apply(j, fool, xa_fooled, marg)
                     messages = list(dict.fromkeys(msg for _, msgs in gathered for msg in msgs))
                     if self.on_progress and chunks:
                         self.on_progress(f"{rec.label}  robust {float(alive.float().mean()):.1%}", 1.0 - len(mine) / len(chunks))
@@ -443,5 +501,5 @@ class Ensemble:
                 m.training = t
         return EnsembleResult(
             eps=self.eps, norm=self.norm, clean_correct=correct.cpu(), robust=alive.cpu(), breaker=breaker,
-            x_adv=x_adv, members=records, fooled=fooled, seconds=time.perf_counter() - t_start,
+            x_adv=x_adv, members=records, fooled=fooled, seconds=time.perf_counter() - t_start, margin=margin,
         )

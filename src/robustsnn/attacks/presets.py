@@ -15,11 +15,13 @@ autoattack  AutoAttack's standard suite (APGD-CE, APGD-T, FAB-T, Square-5000)
 full        pgd-ens + APGD-CE, APGD-DLR, APGD-T, FAB-T (calibrated estimator)
             + Square-5000 + a transfer attack + Gaussian noise.
 strongest   per-sample worst case over PGD-20 (triangle, gamma = 1), ASSG +
-            SA-PGD-100, HART (gamma 0.5, 1, 2), RGA-20, PGD-20 under PDSG, the
-            other 18 PGD_ens members, APGD-T (3 targets x 50 steps, under the
-            estimator strongest for PGD-5 on half the calibration batch) and
-            Square-1000; ordered from a calibration batch, members that break
-            nothing there dropped for the other samples
+            SA-PGD-100, HART (gamma 0.5, 1, 2), RGA-20, PGD-20 under PDSG and
+            the other 18 PGD_ens members, ordered from a calibration batch
+            (members that break nothing there dropped for the other samples),
+            then two closers on the quarter of the survivors with the smallest
+            logit margin: APGD-T (AutoAttack's, 9 targets x 100 steps, under
+            the estimator strongest for PGD-5 on half the calibration batch)
+            and Square-5000
             (:class:`~robustsnn.attacks.strongest.OrderedEnsemble`).
 ==========  =================================================================
 
@@ -143,11 +145,14 @@ def _strongest(cal):
     ]
     rest = [m for m in _pgd_ens(cal) if m != first]
     closing = [
-        Member("apgd-t", cal[0], {"n_target_classes": 3, "steps": 50}),
-        Member("square", None, {"n_queries": 1000}),
+        Member("apgd-t", cal[0], focus=STRONGEST_FOCUS),
+        Member("square", None, {"n_queries": 5000}, focus=STRONGEST_FOCUS),
     ]
     return [first, *adaptive, *rest, *closing]
 
+
+#: Share of the survivors (smallest margins first) that ``strongest``'s closing APGD-T and Square attack.
+STRONGEST_FOCUS = 0.25
 
 #: Attacks of ``strongest`` that run on every sample even if the calibration batch saw them break none.
 STRONGEST_ESSENTIAL = ("sa-pgd", "apgd-t", "square")
@@ -175,8 +180,9 @@ PRESETS: dict[str, Preset] = {
     "full": Preset("full", "pgd-ens + APGD-CE/DLR/T + FAB-T (calibrated estimator) + Square-5000 + transfer + noise", True),
     "strongest": Preset(
         "strongest",
-        "PGD-20, ASSG+SA-PGD, HART, RGA, PDSG, the other PGD_ens members, APGD-T (calibrated estimator) and "
-        "Square-1000, ordered from a calibration batch, idle members dropped",
+        "PGD-20, ASSG+SA-PGD, HART, RGA, PDSG, the other PGD_ens members (ordered from a calibration batch, "
+        "idle members dropped), then APGD-T (calibrated estimator) and Square-5000 on the lowest-margin quarter "
+        "of the survivors",
         True, calibration_steps=5, calibration_fraction=0.5,
     ),
 }

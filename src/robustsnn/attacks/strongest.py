@@ -12,7 +12,9 @@
    that broke nothing in phase 1 do not run in phase 2 (``prune=True``): on a robust
    model most of PGD_ens's 19 members break nothing the others miss, and every one of
    them costs a full run on every survivor. (A member that found nothing left to
-   attack in phase 1 is kept.)
+   attack in phase 1 is kept.) Focused members (``Member(focus=...)``: expensive
+   closers that attack only the survivors with the smallest margin) come last, white-box
+   before black-box, so that every other member's margins inform their choice.
 
 Attack randomness is keyed by the sample's index in the whole set, so a sample's
 verdict under a member is the same in either phase. The result lists every member
@@ -35,13 +37,17 @@ __all__ = ["OrderedEnsemble", "order_members"]
 def order_members(records: Sequence[MemberRecord], essential: Sequence[int] = (), prune: bool = True) -> list[int]:
     """Phase-2 order (member indices) from phase-1 records; see the module docstring."""
     essential = set(essential)
-    white = [r for r in records if r.white_box]
+    focused = [r for r in records if (r.spec or {}).get("focus") is not None]
+    free = [r for r in records if (r.spec or {}).get("focus") is None]
+    white = [r for r in free if r.white_box]
     breaking = sorted((r for r in white if r.broke > 0), key=lambda r: (-r.broke / max(r.seconds, 1e-3), r.index))
     # a member that had nothing left to attack in phase 1 is not known to be idle: it stays
     keep = lambda r: r.broke > 0 or r.attacked == 0 or not prune or r.index in essential  # noqa: E731
     idle = [r for r in white if r.broke == 0 and keep(r)]
-    black = [r for r in records if not r.white_box and keep(r)]
-    return [r.index for r in breaking + idle + black]
+    black = [r for r in free if not r.white_box and keep(r)]
+    # focused members choose their samples by the margins the others reached: they close, in their given order
+    closing = [r for r in focused if r.white_box and keep(r)] + [r for r in focused if not r.white_box and keep(r)]
+    return [r.index for r in breaking + idle + black + closing]
 
 
 class OrderedEnsemble(Ensemble):
@@ -95,6 +101,7 @@ class OrderedEnsemble(Ensemble):
         parts = [cal] + ([main] if main is not None else [])
         clean = torch.cat([p.clean_correct for p in parts])
         x_adv = torch.cat([p.x_adv for p in parts])
+        margin = torch.cat([p.margin for p in parts]) if all(p.margin is not None for p in parts) else None
 
         records = []
         by_cal = {r.index: r for r in cal.members}
@@ -113,4 +120,4 @@ class OrderedEnsemble(Ensemble):
             records.append(rec)
         robust = clean & (breaker == -1)
         return EnsembleResult(eps=self.eps, norm=self.norm, clean_correct=clean, robust=robust, breaker=breaker,
-                              x_adv=x_adv, members=records, seconds=time.perf_counter() - t_start)
+                              x_adv=x_adv, members=records, seconds=time.perf_counter() - t_start, margin=margin)
