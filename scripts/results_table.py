@@ -187,6 +187,10 @@ def verdict_rows(root: Path) -> list[str]:
                 continue
             if ocfg.get("baseline") == "ann-mask" and ocfg.get("pruning") != cfg.get("pruning"):
                 continue  # an ann-mask baseline is the same-mask control of its own pruner's row only
+            if passes[other] != passes[name] and any(
+                    k != other and c2.get("baseline") == ocfg.get("baseline") and c2.get("sparsity") == cfg.get("sparsity")
+                    and passes[k] == passes[name] and e2["n"] == ev["n"] for k, (c2, e2, _) in runs.items()):
+                continue  # an equal-budget baseline of the same kind exists: compare with that one only
             a, b = ev["results"][0]["breaker"], oev["results"][0]["breaker"]
             std_cell = "-"
             if std and ostd and std["n"] == ostd["n"]:
