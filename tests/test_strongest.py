@@ -71,12 +71,12 @@ def test_order_members_rule():
 def test_strongest_preset_lists_every_attack_family():
     members = preset_members("strongest")
     attacks = [m.attack for m in members]
-    for a in ("pgd", "sa-pgd", "hart", "rga", "apgd-t", "square"):
+    for a in ("pgd", "sa-pgd", "hart", "rga", "apgd-dlr", "apgd-t", "square"):
         assert a in attacks
     assert sum(m.attack == "pgd" for m in members) == 20  # the 19 of PGD_ens + PDSG
-    assert [members[i].attack for i in essential_members(members)] == ["sa-pgd", "apgd-t", "square"]
+    assert [members[i].attack for i in essential_members(members)] == ["sa-pgd", "apgd-dlr", "apgd-t", "square"]
     assert not members[-1].white_box
-    assert [m.attack for m in members if m.focus] == ["apgd-t", "square"]  # the closers: lowest margins only
+    assert [m.attack for m in members if m.focus] == ["apgd-dlr", "apgd-t", "square"]  # the closers: lowest margins only
 
 
 def test_evaluate_strongest_lists_every_member_with_its_cost():

@@ -18,10 +18,10 @@ strongest   per-sample worst case over PGD-20 (triangle, gamma = 1), ASSG +
             SA-PGD-100, HART (gamma 0.5, 1, 2), RGA-20, PGD-20 under PDSG and
             the other 18 PGD_ens members, ordered from a calibration batch
             (members that break nothing there dropped for the other samples),
-            then two closers on the quarter of the survivors with the smallest
-            logit margin: APGD-T (AutoAttack's, 9 targets x 100 steps, under
-            the estimator strongest for PGD-5 on half the calibration batch)
-            and Square-5000
+            then three closers on the quarter of the survivors with the
+            smallest logit margin: APGD-DLR-100 under ASSG, APGD-T
+            (AutoAttack's, 9 targets x 100 steps, under the estimator strongest
+            for PGD-5 on half the calibration batch) and Square-5000
             (:class:`~robustsnn.attacks.strongest.OrderedEnsemble`).
 ==========  =================================================================
 
@@ -145,17 +145,18 @@ def _strongest(cal):
     ]
     rest = [m for m in _pgd_ens(cal) if m != first]
     closing = [
+        Member("apgd-dlr", parse_estimator("assg"), focus=STRONGEST_FOCUS),
         Member("apgd-t", cal[0], focus=STRONGEST_FOCUS),
         Member("square", None, {"n_queries": 5000}, focus=STRONGEST_FOCUS),
     ]
     return [first, *adaptive, *rest, *closing]
 
 
-#: Share of the survivors (smallest margins first) that ``strongest``'s closing APGD-T and Square attack.
+#: Share of the survivors (smallest margins first) that ``strongest``'s closing APGD-DLR, APGD-T and Square attack.
 STRONGEST_FOCUS = 0.25
 
 #: Attacks of ``strongest`` that run on every sample even if the calibration batch saw them break none.
-STRONGEST_ESSENTIAL = ("sa-pgd", "apgd-t", "square")
+STRONGEST_ESSENTIAL = ("sa-pgd", "apgd-dlr", "apgd-t", "square")
 
 
 def essential_members(members: Sequence[Member]) -> list[int]:
@@ -181,8 +182,8 @@ PRESETS: dict[str, Preset] = {
     "strongest": Preset(
         "strongest",
         "PGD-20, ASSG+SA-PGD, HART, RGA, PDSG, the other PGD_ens members (ordered from a calibration batch, "
-        "idle members dropped), then APGD-T (calibrated estimator) and Square-5000 on the lowest-margin quarter "
-        "of the survivors",
+        "idle members dropped), then APGD-DLR (ASSG), APGD-T (calibrated estimator) and Square-5000 on the "
+        "lowest-margin quarter of the survivors",
         True, calibration_steps=5, calibration_fraction=0.5,
     ),
 }
