@@ -252,7 +252,7 @@ def strongest_rows(roots: list[Path]) -> list[str]:
     attack took first (samples it broke that no member before it in the calibrated order had broken)."""
     rows = [
         "| checkpoint | n | PGD_ens | standard | AutoAttack alone | strongest | "
-        + " | ".join(f"{label} broke first" for _, label in NEW_ATTACKS) + " | APGD-T + Square broke first | seconds (strongest / PGD_ens) |",
+        + " | ".join(f"{label} broke first" for _, label in NEW_ATTACKS) + " | closers (APGD-DLR, APGD-T, Square) broke first | seconds (strongest / PGD_ens) |",
         "|---|---|---|---|---|---|" + "---|" * (len(NEW_ATTACKS) + 2),
     ]
     for path in sorted(p for root in roots for p in root.rglob("eval-strongest.json")):
@@ -272,7 +272,7 @@ def strongest_rows(roots: list[Path]) -> list[str]:
             k = sum(m["broke"] for m in members if m["label"].startswith(prefix))
             return f"{k} ({100 * k / n:.1f} pts)"
 
-        closing = sum(m["broke"] for m in members if m["label"].startswith(("apgd-t", "square")))
+        closing = sum(m["broke"] for m in members if m["label"].startswith(("apgd-dlr", "apgd-t", "square")))
         ens_sec = (same["pgd-ens"] or {}).get("results", [{}])[0].get("seconds")
         sec = f"{res.get('seconds', 0):.0f} / {ens_sec:.0f}" if ens_sec else f"{res.get('seconds', 0):.0f} / -"
         summary = _load(path.parent.with_suffix(".json")) or {}
