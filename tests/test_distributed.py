@@ -63,7 +63,7 @@ def test_ddp_matches_one_process_resumes_on_another_rank_count_and_after_a_kill(
 
     died = torchrun(WORKER, "train", tmp_path / "run", "--resume", env={"ROBUSTSNN_FAULT": "1:epoch2:step1"})
     assert died.returncode != 0
-    assert "the last checkpoint is" in died.stderr and "--resume" in died.stderr
+    assert "the last checkpoint is" in died.stderr and "--resume" in died.stderr, _why(died)
     assert checkpoint.read_meta(tmp_path / "run" / "model")["epoch"] == 1, "the killed epoch must not be checkpointed"
 
     done = torchrun(WORKER, "train", tmp_path / "run", "--resume")
