@@ -54,6 +54,11 @@ def matrix_rows(root: Path) -> list[str]:
         tripped = [f"{p} ({len(e['warnings'])})" for p, e in evs.items() if e and e.get("warnings")]
         warn = ", ".join(tripped) or "none"
         cmd = f"`robustsnn train --config configs/{root.name}/{run.name}.yaml`"
+        planned = (meta.get("recipe") or opts).get("epochs")
+        if planned and len(hist) < planned:  # a run stopped between epochs: its numbers are not the row's yet
+            cmd += f" (unfinished: epoch {len(hist)} of {planned}; `--resume` continues it)"
+            clean = fgsm = pgd = ens = std = strong = n = None
+            evs = {}
         std_cell = "-" if std is None else f"{_pct(std)} (n={n_std})"
         strong_cell = "-" if strong is None else f"{_se(strong, n_strong)} (n={n_strong})"
         rows.append(

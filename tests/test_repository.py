@@ -33,3 +33,22 @@ def test_the_model_zoo_is_the_only_committed_weights_and_is_documented():
         model = robustsnn.load(ROOT / ckpt)
         assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
     assert _tracked("results/*report.html") == [] and _tracked("results/*report.md") == []
+
+
+def test_results_table_marks_a_run_stopped_between_epochs_and_shows_none_of_its_numbers(tmp_path):
+    """A run collected mid-training (history shorter than its recipe's epochs) is no result yet."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("results_table", ROOT / "scripts" / "results_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    for name, done in (("finished", 3), ("stopped", 1)):
+        run = tmp_path / "fmnist" / name
+        (run / "model").mkdir(parents=True)
+        history = [{"epoch": e + 1, "test_acc": 0.8, "test_images": 10000} for e in range(done)]
+        (run / "model" / "config.json").write_text(json.dumps(
+            {"recipe": {"epochs": 3}, "history": history, "options": {"neuron": "lif", "objective": "natural"}}))
+    rows = {r.split(" | ")[0].lstrip("| "): r for r in table.matrix_rows(tmp_path / "fmnist")[2:]}
+    assert "80.0" in rows["finished"] and "unfinished" not in rows["finished"]
+    assert "unfinished: epoch 1 of 3" in rows["stopped"] and "80.0" not in rows["stopped"]
