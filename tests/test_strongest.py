@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch import nn
 
 from robustsnn.attacks import Ensemble, Member, preset_members
 from robustsnn.attacks.ensemble import MemberRecord
@@ -77,6 +78,11 @@ def test_strongest_preset_lists_every_attack_family():
     assert [members[i].attack for i in essential_members(members)] == ["sa-pgd", "apgd-dlr", "apgd-t", "square"]
     assert not members[-1].white_box
     assert [m.attack for m in members if m.focus] == ["apgd-dlr", "apgd-t", "square"]  # the closers: lowest margins only
+    apgdt = next(m for m in members if m.attack == "apgd-t")
+    # the closing APGD-T tries the top-3 targets and says so; standard keeps AutoAttack's 9
+    assert apgdt.params["n_target_classes"] == 3 and apgdt.build(nn.Identity(), 0.1).n_target_classes == 3
+    assert "[3 targets]" in apgdt.label()
+    assert all("targets]" not in m.label() for m in preset_members("standard"))
 
 
 def test_evaluate_strongest_lists_every_member_with_its_cost():

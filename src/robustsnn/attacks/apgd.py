@@ -136,7 +136,8 @@ class APGDT(Attack):
 
     def label(self) -> str:
         steps = f"-{self.steps}" if self.steps != 100 else ""
-        return f"apgd-t{steps}@{self.estimator.label() if self.estimator else 'default'}"
+        targets = f"[{self.n_target_classes} targets]" if self.n_target_classes != 9 else ""
+        return f"apgd-t{steps}{targets}@{self.estimator.label() if self.estimator else 'default'}"
 
     def perturb(self, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         k = num_classes(self.model, x)

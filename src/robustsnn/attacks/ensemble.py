@@ -134,6 +134,8 @@ class Member:
             base = f"{self.attack}-{p['steps']}"
         else:
             base = self.attack
+        if self.attack == "apgd-t" and p.get("n_target_classes", 9) != 9:
+            base += f"[{p['n_target_classes']} targets]"
         if not self.white_box:
             return base + focus_suffix(self.focus)
         return f"{base}@{self.estimator.label() if self.estimator else 'default'}" + focus_suffix(self.focus)
