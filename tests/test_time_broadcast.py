@@ -91,3 +91,42 @@ def test_batchnorm_running_variance_counts_all_copies():
     n = 5 * 2 * 3 * 3
     expected = x0.var(dim=(0, 2, 3), correction=0) * n / (n - 1)
     torch.testing.assert_close(bn_a.running_var, expected, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("reset", ["hard", "soft"])
+@pytest.mark.parametrize("dlif", [False, True])
+def test_neuron_sums_the_gradient_of_a_repeated_current_once(reset, dlif):
+    """A neuron fed a current repeated over time (the compute-once path) takes the gradient of the
+    [B, ...] source, summed over the steps inside the compiled kernel: equal to the plain loop's
+    on T explicit copies, for the current, the threshold and the DLIF gains."""
+    from robustsnn import kernels
+    from robustsnn.neurons import multistep_spike
+    from robustsnn.surrogates import Surrogate
+    from test_neurons import reference
+
+    if kernels.get() is None:
+        pytest.skip("no compiled kernel here: the repeated current takes the expand path")
+    g = torch.Generator().manual_seed(1)
+    steps = 5
+    src = (torch.rand(4, 3, 6, generator=g, dtype=torch.float64) * 1.6 - 0.2).requires_grad_(True)
+    theta = torch.tensor(0.6, dtype=torch.float64, requires_grad=True)
+    gain = (1 + 0.3 * torch.rand(steps, generator=g, dtype=torch.float64)).requires_grad_(True) if dlif else None
+    repeated = L._broadcast(src, steps)
+    assert L.repeated_source(repeated) is src
+    spikes = multistep_spike(repeated, theta, 0.9, gain, reset, Surrogate("triangle", 1.0), init=0.25)
+    assert spikes.grad_fn.next_functions[0][0].variable is src  # the neuron's input is src itself: no ExpandBackward
+    up = torch.randn(spikes.shape, generator=g, dtype=torch.float64)
+    wrt = [src, theta] + ([gain] if dlif else [])
+    ours = torch.autograd.grad((spikes * up).sum(), wrt)
+
+    copies = src.detach().clone().requires_grad_(True)
+    theta2 = theta.detach().clone().requires_grad_(True)
+    gain2 = gain.detach().clone().requires_grad_(True) if dlif else None
+    ref = reference(copies.unsqueeze(0).repeat(steps, 1, 1, 1), theta2, 0.9, gain2, reset, "triangle", 1.0, 1.0,
+                    init=0.25)
+    assert torch.equal(spikes, ref)
+    want = torch.autograd.grad((ref * up).sum(), [copies, theta2] + ([gain2] if dlif else []))
+    for a, b in zip(ours, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    with L.time_broadcast(False):  # sharing off: the expand path, same gradient
+        assert L.repeated_source(repeated) is None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from .distributed import shared_draw, sharing
+from .timerepeat import repeat_over_time
 
 __all__ = ["ENCODINGS", "direct_encode", "poisson_encode", "encode", "readout"]
 
@@ -19,8 +20,9 @@ ENCODINGS = ("direct", "poisson")
 
 
 def direct_encode(x: torch.Tensor, time_steps: int) -> torch.Tensor:
-    """[B, ...] -> [T, B, ...] by repetition (a broadcast view, no copy)."""
-    return x.unsqueeze(0).expand(time_steps, *x.shape)
+    """[B, ...] -> [T, B, ...] by repetition (a broadcast view, no copy; the layers take ``x`` itself
+    from it, see :mod:`robustsnn.timerepeat`)."""
+    return repeat_over_time(x, time_steps)
 
 
 def poisson_encode(x: torch.Tensor, time_steps: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -36,6 +36,7 @@ import math
 
 import torch
 
+from . import kernels
 from .neurons import _run_forward
 from .surrogates import Surrogate, surrogate_grad
 
@@ -57,6 +58,11 @@ class SpikeHook:
     def derivative(self, u: torch.Tensor, drive: torch.Tensor, lam: float, threshold: torch.Tensor) -> torch.Tensor:
         """ds/dm per element, [T, B, ...], from ``u = m - theta`` and ``drive`` (= gain * I)."""
         raise NotImplementedError
+
+    def derivative_at(self, membrane: torch.Tensor, drive, lam: float, threshold: torch.Tensor) -> torch.Tensor:
+        """:meth:`derivative` at the membrane potentials ``m`` [T, B, ...] (``drive``: a tensor or a
+        function giving it, evaluated only if the rule needs it)."""
+        return self.derivative(membrane - threshold, drive() if callable(drive) else drive, lam, threshold)
 
     def label(self) -> str:  # pragma: no cover - overridden
         return type(self).__name__.lower()
@@ -151,6 +157,17 @@ class ASSG(SpikeHook):
         self.update(u)
         return surrogate_grad(u, self.shape, self.width())
 
+    def derivative_at(self, membrane, drive, lam, threshold):
+        mod = kernels.get() if kernels.supports(membrane) and self.shape.name == "atan" else None
+        if mod is None or threshold.dim() != 0:
+            return super().derivative_at(membrane, drive, lam, threshold)
+        # u = m - theta, the update and the atan derivative in one pass of the compiled kernel (to rounding)
+        membrane = membrane.detach().contiguous()
+        if self.M is None or self.M.shape != membrane.shape or self.M.dtype != membrane.dtype:
+            self.M, self.D = torch.ones_like(membrane), torch.zeros_like(membrane)
+        return mod.assg_step(membrane, float(threshold), self.M, self.D, self.beta1, self.beta2, self.relax, self.A,
+                             float(self.shape.alpha))
+
 
 class HART(SpikeHook):
     """Triangle surrogate of width ``gamma * theta``, temporal path cut, gradient averaged over time."""
@@ -192,8 +209,10 @@ class _HookedSpike(torch.autograd.Function):
     @staticmethod
     def forward(ctx, current, threshold, gain, lam, soft, detach_reset, hook, init=0.0):
         spikes, membrane, _ = _run_forward(current, threshold, gain, lam, soft, True, init)
-        drive = current if gain is None else current * gain.view(-1, *([1] * (current.dim() - 1)))
-        sg = hook.derivative(membrane - threshold, drive, lam, threshold)
+        def drive():
+            return current if gain is None else current * gain.view(-1, *([1] * (current.dim() - 1)))
+
+        sg = hook.derivative_at(membrane, drive, lam, threshold)
         need_current = gain is not None and ctx.needs_input_grad[2]
         ctx.save_for_backward(membrane, sg, threshold, gain, current if need_current else None)
         ctx.cfg = (lam, soft, detach_reset, hook.temporal, hook.time_average, init)
@@ -205,6 +224,9 @@ class _HookedSpike(torch.autograd.Function):
         lam, soft, detach_reset, temporal, time_average, init = ctx.cfg
         T = membrane.shape[0]
         want_th, want_g = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        mod = kernels.get() if kernels.supports(membrane) and sg.dtype == membrane.dtype else None
+        if mod is not None and (gain is None or gain.dtype == membrane.dtype):
+            return _kernel_hooked_backward(ctx, mod, grad_spikes, membrane, sg, threshold, gain, current)
         grad_m = torch.empty_like(membrane)
         grad_th = torch.zeros((), dtype=membrane.dtype, device=membrane.device)
         gv = None  # dL/dv[t] from step t+1 (None: no temporal path)
@@ -232,6 +254,25 @@ class _HookedSpike(torch.autograd.Function):
         if time_average:
             grad_current = grad_current.mean(0, keepdim=True).expand_as(grad_current).contiguous()
         return grad_current, (grad_th if want_th else None), grad_gain, None, None, None, None, None
+
+
+def _kernel_hooked_backward(ctx, mod, grad_spikes, membrane, sg, threshold, gain, current):
+    """:class:`_HookedSpike`'s backward in one call of the compiled kernel (its per-element
+    derivative ``sg`` given; a cut temporal path is the recursion with leak 0, so dL/dv is 0)."""
+    lam, soft, detach_reset, temporal, time_average, init = ctx.cfg
+    want_th, want_g = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+    shape, T = membrane.shape, membrane.shape[0]
+    gi, g_th, g_gain, gv_sum = mod.backward(
+        grad_spikes.contiguous().view(T, -1), membrane.view(T, -1), float(threshold),
+        None if gain is None else gain.detach(), current.reshape(T, -1) if want_g else None, False,
+        lam if temporal else 0.0, soft, detach_reset, kernels.GIVEN_SURROGATE, 1.0, 1.0, True, want_th, False,
+        sg.view(T, -1))
+    if init and want_th and temporal:  # v[-1] = init * theta
+        g_th = g_th + init * gv_sum
+    grad_current = gi.view(shape)
+    if time_average:
+        grad_current = grad_current.mean(0, keepdim=True).expand_as(grad_current).contiguous()
+    return grad_current, (g_th if want_th else None), (g_gain if want_g else None), None, None, None, None, None
 
 
 def hooked_spike(

@@ -18,14 +18,12 @@ T*B*H*W values, as torch would. :func:`time_broadcast` turns this off (for bench
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import kernels
+from .timerepeat import is_time_broadcast, repeat_over_time, repeated_source, time_broadcast
 from .batchnorm import batch_norm_forward
 
 __all__ = [
@@ -41,29 +39,21 @@ __all__ = [
     "Dropout",
     "time_broadcast",
     "is_time_broadcast",
+    "repeated_source",
 ]
 
-_SHARE = {"on": True}
-
-
-@contextmanager
-def time_broadcast(enabled: bool = True) -> Iterator[None]:
-    """Turn the compute-once path for time-repeated inputs on or off inside the block."""
-    saved = _SHARE["on"]
-    _SHARE["on"] = bool(enabled)
-    try:
-        yield
-    finally:
-        _SHARE["on"] = saved
-
-
-def is_time_broadcast(x: torch.Tensor, ann_dims: int) -> bool:
-    """Whether ``x`` is [T, B, ...] (T > 1) repeating one [B, ...] tensor (time stride 0) and sharing is on."""
-    return _SHARE["on"] and x.dim() == ann_dims + 1 and x.shape[0] > 1 and x.stride(0) == 0
-
-
 def _broadcast(y: torch.Tensor, T: int) -> torch.Tensor:
-    return y.unsqueeze(0).expand(T, *y.shape)
+    return repeat_over_time(y, T)
+
+
+def _once(x: torch.Tensor) -> torch.Tensor:
+    """The [B, ...] tensor a time-repeated ``x`` [T, B, ...] repeats: its recorded source, else ``x[0]``.
+
+    Taking the source keeps ``x[0]``'s backward out of the graph (a zero [T, B, ...] tensor with
+    the gradient copied into step 0, then summed over T by ``expand``'s backward).
+    """
+    src = getattr(x, "_rsnn_repeats", None)
+    return src if src is not None and tuple(src.shape) == tuple(x.shape[1:]) else x[0]
 
 
 def _merged(layer_forward, x: torch.Tensor, ann_dims: int) -> torch.Tensor:
@@ -72,7 +62,7 @@ def _merged(layer_forward, x: torch.Tensor, ann_dims: int) -> torch.Tensor:
     A time-repeated ``x`` (stride 0 along T) is computed once and broadcast back.
     """
     if is_time_broadcast(x, ann_dims):
-        return _broadcast(layer_forward(x[0]), x.shape[0])
+        return _broadcast(layer_forward(_once(x)), x.shape[0])
     if x.dim() == ann_dims + 1:
         return layer_forward(x.flatten(0, 1)).unflatten(0, x.shape[:2])
     return layer_forward(x)
@@ -85,7 +75,7 @@ def _batchnorm_repeated(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) ->
     samples; only the running variance's unbiased factor n/(n-1) differs, so when the running
     statistics are updated, n counts all T*B*H*W values, as torch's update on the copies does.
     """
-    T, x0 = x.shape[0], x[0]
+    T, x0 = x.shape[0], _once(x)
     n0 = x0.numel() // x0.shape[1]
     if not (bn.training and bn.track_running_stats and bn.running_var is not None):
         return _broadcast(batch_norm_forward(bn, x0), T)
@@ -178,7 +168,7 @@ class Linear(nn.Linear):
 
     def forward(self, x):
         if is_time_broadcast(x, 2):
-            return _broadcast(super().forward(x[0]), x.shape[0])
+            return _broadcast(super().forward(_once(x)), x.shape[0])
         return super().forward(x)
 
 

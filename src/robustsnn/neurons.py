@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from . import kernels
+from .timerepeat import repeated_source
 from .surrogates import Surrogate, layer_width, parse_surrogate, surrogate_grad
 
 __all__ = [
@@ -197,11 +198,20 @@ def _run_forward(current, threshold, gain, lam, soft, keep_membrane, init=0.0):
 
 
 class _MultiStepSpike(torch.autograd.Function):
-    """Whole-sequence spiking neuron with an exact surrogate-BPTT backward."""
+    """Whole-sequence spiking neuron with an exact surrogate-BPTT backward.
+
+    With ``steps`` > 0 (compiled kernel only), ``current`` is one [B, ...] current repeated at
+    each of ``steps`` steps: the spikes are [steps, B, ...] and the gradient to ``current`` is
+    the sum over steps, summed inside the kernel instead of written out per step and summed
+    again by ``expand``'s backward.
+    """
 
     @staticmethod
-    def forward(ctx, current, threshold, gain, lam, soft, surrogate, detach_reset, init=0.0):
+    def forward(ctx, current, threshold, gain, lam, soft, surrogate, detach_reset, init=0.0, steps=0):
+        if steps:
+            current = current.unsqueeze(0).expand(steps, *current.shape)
         spikes, membrane, kin = _run_forward(current, threshold, gain, lam, soft, True, init)
+        ctx.sum_time = bool(steps)
         width = layer_width(surrogate, membrane - threshold) if surrogate.name == "pdsg" else surrogate.width
         need_current = gain is not None and ctx.needs_input_grad[2]
         if need_current and kin is not None:
@@ -215,6 +225,7 @@ class _MultiStepSpike(torch.autograd.Function):
     def backward(ctx, grad_spikes):
         if ctx.kernel is not None:
             return _kernel_backward(ctx, grad_spikes)
+        assert not ctx.sum_time, "a repeated current runs on the compiled kernel only"
         membrane, threshold, gain, current = ctx.saved_tensors
         lam, soft, surrogate, width, detach_reset, init = ctx.cfg
         T = membrane.shape[0]
@@ -249,7 +260,7 @@ class _MultiStepSpike(torch.autograd.Function):
             gv = g_m * lam
         if init and want_th:  # v[-1] = init * theta
             grad_th = grad_th + init * gv.sum()
-        return grad_current, (grad_th if want_th else None), grad_gain, None, None, None, None, None
+        return grad_current, (grad_th if want_th else None), grad_gain, None, None, None, None, None, None
 
 
 def _kernel_backward(ctx, grad_spikes):
@@ -263,11 +274,14 @@ def _kernel_backward(ctx, grad_spikes):
     gi, g_th, g_gain, gv_sum = mod.backward(
         grad_spikes.contiguous().view(T, -1), membrane.view(T, -1), float(threshold),
         None if gain is None else gain.detach(), current if want_g else None, bool(ctx.kernel), lam, soft,
-        detach_reset, kernels.SURROGATE_IDS[surrogate.name], float(width), float(surrogate.alpha), want_i, want_th)
+        detach_reset, kernels.SURROGATE_IDS[surrogate.name], float(width), float(surrogate.alpha), want_i, want_th,
+        ctx.sum_time, None)
     if init and want_th:  # v[-1] = init * theta
         g_th = g_th + init * gv_sum
-    return (gi.view(shape) if want_i else None), (g_th if want_th else None), (g_gain if want_g else None), \
-        None, None, None, None, None
+    if want_i:
+        gi = gi.view(shape[1:] if ctx.sum_time else shape)
+    return (gi if want_i else None), (g_th if want_th else None), (g_gain if want_g else None), \
+        None, None, None, None, None, None
 
 
 class _MultiStepSpikeBPTR(torch.autograd.Function):
@@ -318,6 +332,11 @@ def multistep_spike(
         hook = PDSG(surrogate.width, over_batch=surrogate.name == "pdsg-batch")
         return hooked_spike(current, threshold, lam, gain, reset, hook, detach_reset, init)
     threshold = torch.as_tensor(threshold, dtype=current.dtype, device=current.device)
+    once = repeated_source(current)
+    if once is not None and kernels.supports(once) and kernels.get() is not None and (
+            gain is None or gain.dtype == current.dtype):
+        return _MultiStepSpike.apply(once, threshold, gain, float(lam), reset == "soft", surrogate, detach_reset,
+                                     float(init), current.shape[0])
     return _MultiStepSpike.apply(current, threshold, gain, float(lam), reset == "soft", surrogate, detach_reset,
                                  float(init))
 

@@ -20,7 +20,8 @@ namespace {
 
 constexpr int64_t kChunk = 1024;  // neurons per work item (state buffer on the stack)
 
-enum Surrogate { TRIANGLE = 0, EXP = 1, RECTANGLE = 2, STE = 3, SIGMOID = 4, ATAN = 5, PDSG = 6 };
+// GIVEN: the derivative of every element is passed in (a spike hook's, gradhooks.py)
+enum Surrogate { TRIANGLE = 0, EXP = 1, RECTANGLE = 2, STE = 3, SIGMOID = 4, ATAN = 5, PDSG = 6, GIVEN = 7 };
 
 template <typename T>
 struct SurrogateConsts {
@@ -154,12 +155,14 @@ inline double lane_dot(const T* __restrict x, const T* __restrict y, int64_t n) 
 // One reverse-time step for n neurons: dL/dm[t] into gm, the threshold terms into thc,
 // dL/dv[t-1] = lam * dL/dm[t] into gv (_MultiStepSpike.backward, operation by operation).
 template <typename T, int kSg, bool kSoft, bool kDetach, bool kLast>
-inline void bstep(const T* __restrict g_t, const T* __restrict m_t, T th, T lam, const SurrogateConsts<T>& c,
-                  T* __restrict gv, T* __restrict gm, T* __restrict thc, int64_t n) {
+inline void bstep(const T* __restrict g_t, const T* __restrict m_t, const T* __restrict sg_t, T th, T lam,
+                  const SurrogateConsts<T>& c, T* __restrict gv, T* __restrict gm, T* __restrict thc, int64_t n) {
   for (int64_t j = 0; j < n; ++j) {
     const T m = m_t[j];
     const T u = m - th;
-    const T d = surrogate<kSg, T>(u, c);
+    T d;
+    if constexpr (kSg == GIVEN) d = sg_t[j];
+    else d = surrogate<kSg, T>(u, c);
     T g_s, g_m, extra = T(0);
     if (kLast) {
       g_s = g_t[j];
@@ -180,9 +183,9 @@ inline void bstep(const T* __restrict g_t, const T* __restrict m_t, T th, T lam,
 }
 
 template <typename T, int kSg, bool kSoft, bool kDetach>
-void backward_chunks(const T* gs, const T* mem, int64_t Tn, int64_t N, T th, const T* gain, const T* cur,
-                     int64_t tstride, T lam, const SurrogateConsts<T>& sc, T* gi, bool want_th, double* th_part,
-                     double* gain_part, double* gv_part) {
+void backward_chunks(const T* gs, const T* mem, const T* sg, int64_t Tn, int64_t N, T th, const T* gain, const T* cur,
+                     int64_t tstride, T lam, const SurrogateConsts<T>& sc, T* gi, bool sum_time, bool want_th,
+                     double* th_part, double* gain_part, double* gv_part) {
   const int64_t chunks = (N + kChunk - 1) / kChunk;
   at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
     alignas(64) T gv[kChunk];
@@ -190,18 +193,31 @@ void backward_chunks(const T* gs, const T* mem, int64_t Tn, int64_t N, T th, con
     alignas(64) T thc[kChunk];
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t b = c * kChunk, n = std::min(kChunk, N - b);
+      T* gsum = (gi && sum_time) ? gi + b : nullptr;
       double th_acc = 0.0;
       for (int64_t t = Tn - 1; t >= 0; --t) {
         const T* g_t = gs + t * N + b;
         const T* m_t = mem + t * N + b;
+        const T* sg_t = sg ? sg + t * N + b : nullptr;
         // without a gain, dL/dI[t] = dL/dm[t]: write it straight into the output
-        T* gm = (gi && !gain) ? gi + t * N + b : gm_buf;
+        T* gm = (gi && !gain && !sum_time) ? gi + t * N + b : gm_buf;
         if (t == Tn - 1)
-          bstep<T, kSg, kSoft, kDetach, true>(g_t, m_t, th, lam, sc, gv, gm, thc, n);
+          bstep<T, kSg, kSoft, kDetach, true>(g_t, m_t, sg_t, th, lam, sc, gv, gm, thc, n);
         else
-          bstep<T, kSg, kSoft, kDetach, false>(g_t, m_t, th, lam, sc, gv, gm, thc, n);
+          bstep<T, kSg, kSoft, kDetach, false>(g_t, m_t, sg_t, th, lam, sc, gv, gm, thc, n);
         if (want_th) th_acc -= lane_sum(thc, n);
-        if (gi && gain) {
+        if (gi && sum_time) {
+          // one current repeated at every step: its gradient is the sum over t, kept per step in
+          // gsum (reverse time) and written once, [N] instead of [T, N]
+          if (gain) {
+            const T gt = gain[t];
+            if (t == Tn - 1) for (int64_t j = 0; j < n; ++j) gsum[j] = gm[j] * gt;
+            else for (int64_t j = 0; j < n; ++j) gsum[j] += gm[j] * gt;
+          } else {
+            if (t == Tn - 1) for (int64_t j = 0; j < n; ++j) gsum[j] = gm[j];
+            else for (int64_t j = 0; j < n; ++j) gsum[j] += gm[j];
+          }
+        } else if (gi && gain) {
           T* gi_t = gi + t * N + b;
           const T gt = gain[t];
           for (int64_t j = 0; j < n; ++j) gi_t[j] = gm[j] * gt;
@@ -215,13 +231,13 @@ void backward_chunks(const T* gs, const T* mem, int64_t Tn, int64_t N, T th, con
 }
 
 template <typename T>
-void backward_impl(int sg, bool soft, bool detach, const T* gs, const T* mem, int64_t Tn, int64_t N, T th,
+void backward_impl(int sg, bool soft, bool detach, const T* gs, const T* mem, const T* given, int64_t Tn, int64_t N, T th,
                    const T* gain, const T* cur, int64_t tstride, T lam, const SurrogateConsts<T>& sc, T* gi,
-                   bool want_th, double* th_part, double* gain_part, double* gv_part) {
+                   bool sum_time, bool want_th, double* th_part, double* gain_part, double* gv_part) {
 #define RSNN_BWD(G, S, D) \
   if (sg == G && soft == S && detach == D) \
-    return backward_chunks<T, G, S, D>(gs, mem, Tn, N, th, gain, cur, tstride, lam, sc, gi, want_th, th_part, \
-                                       gain_part, gv_part);
+    return backward_chunks<T, G, S, D>(gs, mem, given, Tn, N, th, gain, cur, tstride, lam, sc, gi, sum_time, want_th, \
+                                       th_part, gain_part, gv_part);
 #define RSNN_BWD_SD(G) RSNN_BWD(G, true, true) RSNN_BWD(G, true, false) RSNN_BWD(G, false, true) \
   RSNN_BWD(G, false, false)
   RSNN_BWD_SD(TRIANGLE)
@@ -231,6 +247,7 @@ void backward_impl(int sg, bool soft, bool detach, const T* gs, const T* mem, in
   RSNN_BWD_SD(SIGMOID)
   RSNN_BWD_SD(ATAN)
   RSNN_BWD_SD(PDSG)
+  RSNN_BWD_SD(GIVEN)
 #undef RSNN_BWD_SD
 #undef RSNN_BWD
   TORCH_CHECK(false, "unknown surrogate id ", sg);
@@ -269,23 +286,32 @@ std::vector<torch::Tensor> lif_forward(torch::Tensor current, int64_t Tn, bool b
   return {spikes, membrane};
 }
 
-// Returns (grad_current [T, N] or empty, grad_threshold [] (without the init term), grad_gain [T] or
-// empty, sum over neurons of dL/dv[-1] (0-dim, for the init term)).
+// Returns (grad_current [T, N], or with sum_time [N] = its sum over t (the gradient of a current
+// repeated at every step), or empty; grad_threshold [] (without the init term); grad_gain [T] or
+// empty; sum over neurons of dL/dv[-1] (0-dim, for the init term)).
 std::vector<torch::Tensor> lif_backward(torch::Tensor grad_spikes, torch::Tensor membrane, double threshold,
                                         c10::optional<torch::Tensor> gain, c10::optional<torch::Tensor> current,
                                         bool broadcast, double lam, bool soft, bool detach_reset, int64_t surrogate,
-                                        double width, double alpha, bool want_current, bool want_threshold) {
+                                        double width, double alpha, bool want_current, bool want_threshold,
+                                        bool sum_time, c10::optional<torch::Tensor> given) {
   check(grad_spikes, "grad_spikes");
   check(membrane, "membrane");
   const int64_t Tn = membrane.size(0), N = membrane.size(1);
   const int64_t chunks = (N + kChunk - 1) / kChunk;
   auto opts = membrane.options();
   auto dopts = opts.dtype(torch::kFloat64);
-  auto gi = want_current ? torch::empty({Tn, N}, opts) : torch::empty({0}, opts);
+  auto gi = want_current ? (sum_time ? torch::empty({N}, opts) : torch::empty({Tn, N}, opts)) : torch::empty({0}, opts);
   auto th_part = torch::zeros({chunks}, dopts);
   auto gv_part = torch::zeros({chunks}, dopts);
   const bool want_gain = current.has_value();
   auto gain_part = torch::zeros({want_gain ? chunks : 0, Tn}, dopts);
+  TORCH_CHECK((surrogate == GIVEN) == given.has_value(), "the GIVEN surrogate needs its derivatives, and only it");
+  torch::Tensor given_c;
+  if (given.has_value()) {
+    given_c = given->contiguous();
+    TORCH_CHECK(given_c.numel() == Tn * N && given_c.scalar_type() == membrane.scalar_type(),
+                "given derivatives must match the membrane");
+  }
   AT_DISPATCH_FLOATING_TYPES(membrane.scalar_type(), "lif_backward", [&] {
     const scalar_t* g = nullptr;
     const scalar_t* c = nullptr;
@@ -300,9 +326,10 @@ std::vector<torch::Tensor> lif_backward(torch::Tensor grad_spikes, torch::Tensor
     }
     SurrogateConsts<scalar_t> sc(width, alpha);
     backward_impl<scalar_t>(static_cast<int>(surrogate), soft, detach_reset, grad_spikes.data_ptr<scalar_t>(),
-                            membrane.data_ptr<scalar_t>(), Tn, N, static_cast<scalar_t>(threshold), g, c,
+                            membrane.data_ptr<scalar_t>(), given.has_value() ? given_c.data_ptr<scalar_t>() : nullptr,
+                            Tn, N, static_cast<scalar_t>(threshold), g, c,
                             broadcast ? 0 : N, static_cast<scalar_t>(lam), sc,
-                            want_current ? gi.data_ptr<scalar_t>() : nullptr, want_threshold,
+                            want_current ? gi.data_ptr<scalar_t>() : nullptr, sum_time, want_threshold,
                             th_part.data_ptr<double>(), want_gain ? gain_part.data_ptr<double>() : nullptr,
                             gv_part.data_ptr<double>());
   });
@@ -370,9 +397,57 @@ torch::Tensor pool2_backward(torch::Tensor g, int64_t H, int64_t W) {
   return out;
 }
 
+template <typename T>
+inline void assg_chunk(const T* __restrict mem, T th, T* __restrict mp, T* __restrict dp, T* __restrict out, int64_t n,
+                       T b1, T c1, T b2, T c2, T r, T eps, T pi, T tan_pa, T half_a, T pi_half_a) {
+  for (int64_t i = 0; i < n; ++i) {
+    const T u = mem[i] - th;
+    const T a = std::abs(u);
+    const T m = b1 * mp[i] + c1 * a;
+    const T d = b2 * dp[i] + c2 * std::abs(a - m);
+    mp[i] = m;
+    dp[i] = d;
+    const T w = pi * ((m + r * d) + eps) / tan_pa;
+    const T z = (pi_half_a * u) / w;
+    out[i] = half_a / (T(1) + z * z) / w;
+  }
+}
+
+// ASSG's step (gradhooks.ASSG, atan shape) at u = membrane - threshold: the running statistics of |u|
+// over attack iterations,
+// M <- b1 M + (1 - b1)|u|, D <- b2 D + (1 - b2)||u| - M|, updated in place, and the atan derivative
+// at u with the per-element width pi (M + r D + 1e-4) / tan(pi A), in one pass over u.
+torch::Tensor assg_step(torch::Tensor u, double threshold, torch::Tensor M, torch::Tensor D, double beta1, double beta2,
+                        double relax, double A, double alpha) {
+  check(u, "membrane");
+  check(M, "M");
+  check(D, "D");
+  TORCH_CHECK(M.numel() == u.numel() && D.numel() == u.numel(), "ASSG statistics must match u");
+  TORCH_CHECK(M.scalar_type() == u.scalar_type() && D.scalar_type() == u.scalar_type(), "ASSG statistics dtype");
+  auto sg = torch::empty_like(u);
+  const int64_t n = u.numel();
+  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "assg_step", [&] {
+    using T = scalar_t;
+    const T b1 = static_cast<T>(beta1), c1 = static_cast<T>(1 - beta1);
+    const T b2 = static_cast<T>(beta2), c2 = static_cast<T>(1 - beta2);
+    const T r = static_cast<T>(relax), eps = static_cast<T>(1e-4), pi = static_cast<T>(M_PI);
+    const T tan_pa = static_cast<T>(std::tan(M_PI * A));
+    const T half_a = static_cast<T>(alpha / 2), pi_half_a = static_cast<T>(M_PI / 2 * alpha);
+    const T* up = u.data_ptr<T>();
+    T* mp = M.data_ptr<T>();
+    T* dp = D.data_ptr<T>();
+    T* out = sg.data_ptr<T>();
+    at::parallel_for(0, n, 16384, [&](int64_t i0, int64_t i1) {
+      assg_chunk<T>(up + i0, static_cast<T>(threshold), mp + i0, dp + i0, out + i0, i1 - i0, b1, c1, b2, c2, r, eps, pi, tan_pa, half_a, pi_half_a);
+    });
+  });
+  return sg;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &lif_forward, "fused multi-step LIF forward");
   m.def("backward", &lif_backward, "fused multi-step LIF surrogate backward");
   m.def("pool2_forward", &pool2_forward, "2x2 average pooling, stride 2");
   m.def("pool2_backward", &pool2_backward, "backward of pool2_forward");
+  m.def("assg_step", &assg_step, "ASSG running statistics and atan derivative, one pass");
 }
