@@ -23,13 +23,19 @@ def _tracked(pattern: str) -> list[str]:
 
 def test_the_model_zoo_is_the_only_committed_weights_and_is_documented():
     weights = _tracked("results/*.safetensors")
-    assert 1 <= len(weights) <= 4, weights
-    assert sum((ROOT / w).stat().st_size for w in weights) <= 10 * 2**20
+    # the issue-12 full-data rows keep their checkpoints for evaluations in a later session (README, Model zoo)
+    full = [w for w in weights if w.startswith("results/fmnist_full/") and "_60k3/model/" in w]
+    zoo_weights = [w for w in weights if w not in full]
+    assert 1 <= len(zoo_weights) <= 4, zoo_weights
+    assert sum((ROOT / w).stat().st_size for w in zoo_weights) <= 10 * 2**20
+    assert len(full) <= 8 and all((ROOT / w).stat().st_size <= 2 * 2**20 for w in full), full
     readme = (ROOT / "README.md").read_text()
     zoo = readme[readme.index("## Model zoo"):]
+    if full:
+        assert "`results/fmnist_full/*_60k3/model`" in zoo
     for w in weights:
         ckpt = str(Path(w).parent)
-        assert f"`{ckpt}`" in zoo, f"{ckpt} is committed but not listed in the README's model zoo"
+        assert f"`{ckpt}`" in zoo or w in full, f"{ckpt} is committed but not listed in the README's model zoo"
         model = robustsnn.load(ROOT / ckpt)
         assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
     assert _tracked("results/*report.html") == [] and _tracked("results/*report.md") == []
