@@ -52,8 +52,8 @@ def _once(x: torch.Tensor) -> torch.Tensor:
     Taking the source keeps ``x[0]``'s backward out of the graph (a zero [T, B, ...] tensor with
     the gradient copied into step 0, then summed over T by ``expand``'s backward).
     """
-    src = getattr(x, "_rsnn_repeats", None)
-    return src if src is not None and tuple(src.shape) == tuple(x.shape[1:]) else x[0]
+    src = repeated_source(x)
+    return src if src is not None else x[0]
 
 
 def _merged(layer_forward, x: torch.Tensor, ann_dims: int) -> torch.Tensor:
