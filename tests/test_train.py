@@ -106,8 +106,26 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["ck"]
 
 
+@pytest.mark.parametrize("clip", [1e-3, 1e9])
+def test_grad_clip_bounds_the_step_and_records_the_norm(tmp_path, clip):
+    """One plain SGD step (no decay, first momentum step = the gradient) moves the parameters
+    by lr x min(norm, clip); the recorded norm is the unclipped one."""
+    data = synthetic_fmnist(64)
+    model = tiny_snn()
+    before = [p.detach().clone() for p in model.parameters()]
+    hist = fit(model, data, None, _cfg(epochs=1, batch_size=64, weight_decay=0.0, grad_clip=clip), tmp_path, progress=False)
+    moved = torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(model.parameters(), before)))
+    norm = hist[0]["grad_norm_max"]
+    assert norm == pytest.approx(hist[0]["grad_norm_mean"])
+    assert float(moved) / 0.05 == pytest.approx(min(norm, clip), rel=1e-4)
+    assert hist[0]["clipped_steps"] == int(norm > clip)
+    assert (clip < norm) == (clip == 1e-3)  # the small clip really clips, the large one does not
+
+
 def test_bad_recipe_values_are_refused():
     with pytest.raises(UsageError, match="epochs"):
         TrainConfig(epochs=0)
     with pytest.raises(UsageError, match="lr"):
         TrainConfig(lr=-1)
+    with pytest.raises(UsageError, match="grad_clip"):
+        TrainConfig(grad_clip=-1)

@@ -66,6 +66,7 @@ TRAIN_DEFAULTS: dict = {
     "device": "cpu",
     "sync_bn": False,
     "precision": "fp32",
+    "grad_clip": 0.0,
     "eval_preset": None,
     "eval_eps": "0.1",
     "eval_n": 1000,
@@ -149,6 +150,7 @@ def train_from_options(o: dict, *, resume: bool = False, progress: bool = True, 
         device=o["device"],
         sync_bn=bool(o.get("sync_bn")),
         precision=o["precision"],
+        grad_clip=float(o.get("grad_clip") or 0.0),
     )
     make_objective(config.objective, **config.objective_params)  # fail fast on a bad option
     out = Path(o["out"])
@@ -249,6 +251,7 @@ def register(app: typer.Typer) -> None:
         device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N or auto (under torchrun: each rank's GPU)."),
         sync_bn: Optional[bool] = typer.Option(None, "--sync-bn/--no-sync-bn", help="Under torchrun: batch norm with the statistics of the global batch."),
         precision: Optional[str] = typer.Option(None, help="fp32 (default) or bf16 (autocast; neurons stay fp32)."),
+        grad_clip: Optional[float] = typer.Option(None, help="Clip the global gradient L2 norm to this before each step (0 = off)."),
         eval_preset: Optional[str] = typer.Option(None, help="After training, evaluate with these presets, comma-separated (fgsm, quick, standard, ...)."),
         eval_eps: Optional[str] = typer.Option(None, help="Budgets of that evaluation, e.g. 0.1 or 0.05,0.1."),
         eval_n: Optional[int] = typer.Option(None, help="Test images of that evaluation (first N)."),

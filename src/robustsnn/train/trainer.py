@@ -75,6 +75,9 @@ class TrainConfig:
             (:class:`robustsnn.distributed.SyncBatchNorm`) instead of each rank's slice.
         precision: ``"fp32"`` (default) or ``"bf16"`` (autocast of the forward passes,
             :mod:`robustsnn.precision`).
+        grad_clip: largest global L2 norm of the parameter gradient before each step
+            (``torch.nn.utils.clip_grad_norm_``; 0 = off). The epoch's history then records
+            the mean and largest norm before clipping.
     """
 
     epochs: int = 1
@@ -93,6 +96,7 @@ class TrainConfig:
     device: str = "cpu"
     sync_bn: bool = False
     precision: str = "fp32"
+    grad_clip: float = 0.0
 
     def __post_init__(self) -> None:
         self.precision = check_precision(self.precision)
@@ -114,6 +118,8 @@ class TrainConfig:
             raise UsageError(f"lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             raise UsageError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not self.grad_clip >= 0:
+            raise UsageError(f"grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
 
 
 class RankFailure(RobustSNNError):
@@ -223,6 +229,7 @@ def fit(
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     hooks = list(post_step or [])
+    trainable = [p for p in model.parameters() if p.requires_grad]
     if config.parseval > 0:
         hooks.append(ParsevalStep(config.parseval))
     main = D.is_main()
@@ -255,6 +262,7 @@ def fit(
             task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=steps_per_epoch, loss=0.0, acc=0.0, ips=0.0) if bar else None
             seen = correct = 0
             loss_sum = 0.0
+            norms: list[float] = []  # gradient norms before clipping (only with grad_clip)
             t0 = time.perf_counter()
             for i, (x, y) in enumerate(
                 batches(train_data, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch, augment=config.augment,
@@ -269,6 +277,8 @@ def fit(
                     loss, logits = objective(net, x, y)
                 opt.zero_grad(set_to_none=True)
                 (loss * share.weight if share is not None else loss).backward()
+                if config.grad_clip > 0:
+                    norms.append(float(nn.utils.clip_grad_norm_(trainable, config.grad_clip)))
                 opt.step()
                 for hook in hooks:
                     hook(model)
@@ -289,6 +299,9 @@ def fit(
                 "seconds": seconds,
                 "lr_end": opt.param_groups[0]["lr"],
             }
+            if norms:
+                entry["grad_norm_mean"], entry["grad_norm_max"] = sum(norms) / len(norms), max(norms)
+                entry["clipped_steps"] = sum(n > config.grad_clip for n in norms)
             if world > 1:
                 entry["ranks"], entry["batch_per_rank"] = world, per_rank
             if test_data is not None:
