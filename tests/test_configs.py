@@ -87,8 +87,17 @@ def test_train_config_parses(path):
 
 def test_full_data_configs_are_the_matrix_at_60k_x_3():
     """Issue 12 item 6: LIF and DLIF, RFGSM-AT, rho in {0, 1}, with and without Parseval, all 60 000 images x 3 epochs."""
-    full = {p.stem: read_config(p) for p in (ROOT / "configs" / "fmnist_full").glob("*_60k3.yaml")}
+    every = {p.stem: read_config(p) for p in (ROOT / "configs" / "fmnist_full").glob("*_60k3.yaml")}
+    full = {k: v for k, v in every.items() if "_clip" not in k}
     assert len(full) == 8
+    for name, cfg in every.items():  # a clipped variant is its matrix row plus grad_clip
+        if name not in full:
+            row, _, rest = name.partition("_clip")
+            clip = rest.removesuffix("_60k3")
+            base = full[f"{row}_60k3"]
+            assert float(cfg["grad_clip"]) == float(clip) and cfg["out"] == f"runs/fmnist_full/{name}"
+            assert {k: v for k, v in cfg.items() if k not in ("grad_clip", "out")} == \
+                {k: v for k, v in base.items() if k != "out"}
     for name, cfg in full.items():
         seed = read_config(ROOT / "configs" / "fmnist" / f"{name.removesuffix('_60k3')}.yaml")
         assert cfg["epochs"] == 3 and "train_subset" not in cfg and cfg["eval_n"] == 1000
