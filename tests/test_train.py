@@ -122,6 +122,27 @@ def test_grad_clip_bounds_the_step_and_records_the_norm(tmp_path, clip):
     assert (clip < norm) == (clip == 1e-3)  # the small clip really clips, the large one does not
 
 
+def test_a_diverged_loss_stops_training_and_keeps_the_last_epoch(tmp_path):
+    """A NaN loss in epoch 2 raises a one-line error naming the step; epoch 1's checkpoint stays."""
+    from robustsnn.train.trainer import TrainingDiverged
+
+    data = synthetic_fmnist(64)
+    steps = {"n": 0}
+
+    def poison_after_epoch_1(model):  # 2 steps per epoch: after step 3, the readout becomes NaN
+        steps["n"] += 1
+        if steps["n"] == 3:
+            with torch.no_grad():
+                list(model.parameters())[-1].fill_(float("nan"))  # the readout (a spike absorbs NaN)
+
+    model = tiny_snn()
+    with pytest.raises(TrainingDiverged, match=r"became nan at step 2 of epoch 2; the checkpoint of epoch 1 .* is kept"):
+        fit(model, data, None, _cfg(epochs=3, batch_size=32), tmp_path, progress=False, post_step=[poison_after_epoch_1])
+    assert checkpoint.read_meta(tmp_path / "model")["epoch"] == 1
+    saved = robustsnn.load(tmp_path / "model")
+    assert all(torch.isfinite(p).all() for p in saved.parameters())
+
+
 def test_bad_recipe_values_are_refused():
     with pytest.raises(UsageError, match="epochs"):
         TrainConfig(epochs=0)

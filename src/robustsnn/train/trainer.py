@@ -23,6 +23,7 @@ another number of ranks.
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -46,7 +47,7 @@ from .objectives import Objective, make_objective
 from .parseval import ParsevalStep
 from .optim import cosine_lr, load_optimizer, make_optimizer, save_optimizer
 
-__all__ = ["TrainConfig", "fit", "accuracy", "RankFailure"]
+__all__ = ["TrainConfig", "fit", "accuracy", "RankFailure", "TrainingDiverged"]
 
 PostStep = Callable[[nn.Module], None]
 
@@ -124,6 +125,10 @@ class TrainConfig:
 
 class RankFailure(RobustSNNError):
     """A peer rank stopped (killed, out of memory, lost node) during distributed training."""
+
+
+class TrainingDiverged(RobustSNNError):
+    """The training loss became NaN or infinite; the last finished epoch's checkpoint is kept."""
 
 
 @torch.no_grad()
@@ -285,7 +290,13 @@ def fit(
                 apply_masks(model)
                 seen += len(y)
                 correct += int((logits.detach().argmax(1) == y).sum())
-                loss_sum += float(loss.detach()) * len(y)
+                step_loss = float(loss.detach())
+                if not math.isfinite(step_loss):
+                    raise TrainingDiverged(
+                        f"the training loss became {step_loss} at step {i + 1} of epoch {epoch + 1}; "
+                        + (f"the checkpoint of epoch {len(history)} in {ckpt_dir} is kept; " if history else "no epoch finished; ")
+                        + "lower --lr or set --grad-clip and train again")
+                loss_sum += step_loss * len(y)
                 if bar:
                     bar.update(task, advance=1, loss=loss_sum / seen, acc=correct / seen, ips=world * seen / (time.perf_counter() - t0))
                 D.fault_point(f"epoch{epoch + 1}:step{i}")
