@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from robustsnn.attacks import PGD, RobustnessWarning
-from robustsnn.attacks.diagnostics import check_eps_monotone, zero_gradient_share
+from robustsnn.attacks.diagnostics import check_eps_monotone, check_estimator_gap, zero_gradient_share
+from robustsnn.attacks.ensemble import EnsembleResult, MemberRecord
 from robustsnn.attacks.toy import GradientMaskedModel, toy_data, trained_toy_model
 from robustsnn.evaluate import evaluate
 
@@ -47,6 +48,7 @@ def test_diagnostics_stay_quiet_on_normal_models(data):
         assert not tripped(res) and res.warnings == []
         names = {c["name"] for c in res.diagnostics["checks"]}
         assert {"zero_gradients", "black_box", "large_eps", "more_steps", "eps_monotone"} <= names
+    assert "estimator_gap" in {c["name"] for c in snn.diagnostics["checks"]}  # 19 white-box members
     assert ann.at(0.1).robust_acc < ann.at(0.05).robust_acc
 
 
@@ -67,3 +69,21 @@ def test_accuracy_rising_with_eps_trips_the_monotonicity_check():
     assert not check_eps_monotone([(0.05, 0.30), (0.1, 0.301)], n=200).tripped  # within one sample
     assert not check_eps_monotone([(0.05, 0.30), (0.1, 0.2), (0.2, 0.0)], n=200).tripped
     assert check_eps_monotone([(0.1, 0.3)], n=200) is None
+
+
+def _ensemble(*accs_white_box) -> EnsembleResult:
+    n = 1000
+    members = [MemberRecord(i, f"member{i}", wb, attacked=n, running_acc=acc) for i, (acc, wb) in enumerate(accs_white_box)]
+    zeros = torch.zeros(n, dtype=torch.bool)
+    return EnsembleResult(0.1, "linf", ~zeros, zeros, torch.full((n,), -2), torch.zeros(n, 1), members)
+
+
+def test_estimator_gap_trips_when_later_estimators_break_what_the_first_left():
+    # the 60 000 x 3 LIF run with MPPD rho = 1: PGD-20 with its own surrogate left 47.9 %, the ensemble 4.4 %
+    masked = check_estimator_gap(_ensemble((0.479, True), (0.159, True), (0.044, True), (0.03, False)))
+    assert masked.tripped and masked.value == pytest.approx(0.435) and masked.threshold == pytest.approx(0.479 / 4)
+    assert "member0 alone left 47.9%" in masked.message and masked.details["white_box_acc"] == 0.044
+    # a typical robust row: 59.2 % -> 53.1 % (the black-box member's breaks do not count here)
+    assert not check_estimator_gap(_ensemble((0.592, True), (0.531, True), (0.30, False))).tripped
+    assert not check_estimator_gap(_ensemble((0.04, True), (0.025, True))).tripped  # under the 2-point floor
+    assert check_estimator_gap(_ensemble((0.5, True), (0.1, False))) is None  # one white-box member

@@ -33,6 +33,7 @@ from .attacks.diagnostics import (
     Diagnostics,
     check_black_box,
     check_eps_monotone,
+    check_estimator_gap,
     check_large_eps,
     check_more_steps,
     check_zero_gradients,
@@ -498,6 +499,7 @@ def evaluate(
                     bb = probe_black_box(model, x, y, res, queries=probe_queries, max_samples=cal_n,
                                          seed=seed, votes=votes, batch_size=batch_size)
                 diag.add(bb)
+                diag.add(check_estimator_gap(res))
                 white = [m for m in ms if m.white_box]
                 first = white[0] if white else None
                 est = first.estimator if first is not None else None

@@ -15,6 +15,9 @@ large_eps                 the white-box members at a large budget (L-inf 0.5) do
                           accuracy to ~0
 more_steps                PGD with 4x the steps gives a *higher* accuracy than with k steps
 eps_monotone              accuracy rises with a larger eps
+estimator_gap             the white-box members after the first break more than a quarter of
+                          what the first left robust: the model masks that member's gradient,
+                          so a single-attack number (PGD-10 in a training log) overstates it
 ========================  ===============================================================
 """
 
@@ -43,6 +46,7 @@ __all__ = [
     "check_large_eps",
     "check_more_steps",
     "check_eps_monotone",
+    "check_estimator_gap",
     "large_eps_for",
 ]
 
@@ -178,6 +182,32 @@ def check_black_box(result: EnsembleResult, threshold: float = 0.002) -> Check |
     )
     return Check("black_box", tripped, msg, share, threshold, result.eps,
                  {"broke": broke, "members": [r.label for r in late_black], "probe": False})
+
+
+def check_estimator_gap(result: EnsembleResult, share: float = 0.25, floor: float = 0.02) -> Check | None:
+    """Trips if the later white-box members lower the accuracy the first one left by more than
+    ``share`` of it (and by more than ``floor``, in accuracy units).
+
+    A model that keeps 48 % against its own surrogate's PGD and 4 % against the other estimators
+    masks that surrogate's gradient; the ensemble's number stands, a single-attack number does not.
+    Returns None with fewer than two white-box members.
+    """
+    white = [r for r in result.members if r.white_box and not r.skipped]
+    if len(white) < 2:
+        return None
+    first, after = white[0].running_acc, white[-1].running_acc
+    gap = first - after
+    limit = max(share * first, floor)
+    tripped = gap > limit
+    msg = (
+        f"{white[0].label} alone left {first:.1%}, the other white-box members {after:.1%}: this model masks that "
+        f"member's gradient, so a single-attack number (e.g. PGD-10 in a training log) overstates its robustness by "
+        f"{gap:.1%}; trust the ensemble, and train or tune against the estimators that broke it"
+        if tripped
+        else f"the white-box members after the first lowered accuracy by {gap:.1%} (from {first:.1%})"
+    )
+    return Check("estimator_gap", tripped, msg, gap, limit, result.eps,
+                 {"first": white[0].label, "first_acc": first, "white_box_acc": after})
 
 
 def probe_black_box(
