@@ -202,9 +202,9 @@ def check_estimator_gap(result: EnsembleResult, share: float = 0.25, floor: floa
     msg = (
         f"{white[0].label} alone left {first:.1%}, the other white-box members {after:.1%}: this model masks that "
         f"member's gradient, so a single-attack number (e.g. PGD-10 in a training log) overstates its robustness by "
-        f"{gap:.1%}; trust the ensemble, and train or tune against the estimators that broke it"
+        f"{100 * gap:.1f} points; trust the ensemble, and train or tune against the estimators that broke it"
         if tripped
-        else f"the white-box members after the first lowered accuracy by {gap:.1%} (from {first:.1%})"
+        else f"the white-box members after the first lowered accuracy by {100 * gap:.1f} points (from {first:.1%})"
     )
     return Check("estimator_gap", tripped, msg, gap, limit, result.eps,
                  {"first": white[0].label, "first_acc": first, "white_box_acc": after})
