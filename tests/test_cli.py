@@ -55,13 +55,16 @@ def test_unknown_config_key_is_refused(monkeypatch, capsys, tmp_path):
 def test_config_file_with_flag_override_then_info(monkeypatch, capsys, tmp_path):
     cfg = tmp_path / "run.yaml"
     cfg.write_text("time_steps: 2\nwidth: 0.25\ntrain_subset: 64\ntest_subset: 32\nbatch_size: 32\nseed: 1\nneuron: dlif\n")
-    code, out, err = run(monkeypatch, capsys, "train", "--config", cfg, "--seed", "7", "--out", tmp_path / "r", "--no-progress")
+    code, out, err = run(monkeypatch, capsys, "train", "--config", cfg, "--seed", "7", "--out", tmp_path / "r", "--no-progress",
+                         "--grad-clip", "1e-4")
     assert code == 0, err
     assert "test accuracy" in out
+    # without the live bar each epoch still gets its line, with the gradient norms when clipping
+    assert "epoch 1: loss" in out and "2 of 2 steps clipped" in out
     from robustsnn import checkpoint
 
     meta = checkpoint.read_meta(tmp_path / "r" / "model")
-    assert meta["recipe"]["seed"] == 7 and meta["model"]["time_steps"] == 2
+    assert meta["recipe"]["seed"] == 7 and meta["model"]["time_steps"] == 2 and meta["recipe"]["grad_clip"] == 1e-4
     assert meta["model"]["neuron"]["kind"] == "dlif"
     code, out, err = run(monkeypatch, capsys, "info", tmp_path / "r" / "model")
     assert code == 0, err

@@ -162,7 +162,7 @@ def train_from_options(o: dict, *, resume: bool = False, progress: bool = True, 
         f"objective {config.objective} -> {out}"
     )
     meta = {"dataset": info.name, "command": command, "options": {k: v for k, v in o.items()}}
-    history = fit(model, train_set, test_set, config, out, resume=resume, progress=progress, meta=meta)
+    history = fit(model, train_set, test_set, config, out, resume=resume, progress=progress, meta=meta, log_epochs=True)
     final = history[-1] if history else {}
     test_acc = final.get("test_acc")
     if test_acc is None or final.get("test_images") != len(test_set):

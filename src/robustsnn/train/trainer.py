@@ -181,6 +181,7 @@ def fit(
     progress: bool = True,
     meta: dict | None = None,
     stop_after_epoch: int | None = None,
+    log_epochs: bool | None = None,
 ) -> list[dict]:
     """Train ``model`` in place and checkpoint it to ``out/model`` after every epoch.
 
@@ -195,6 +196,8 @@ def fit(
         progress: show a live progress bar.
         meta: extra fields for the checkpoint config (dataset name, command, ...).
         stop_after_epoch: end after this epoch (used to test interruption).
+        log_epochs: print one summary line per epoch (loss, accuracy, gradient norms when
+            clipping); None = only with the progress bar. ``robustsnn train`` always prints them.
     Returns:
         The history: one dict per finished epoch.
     """
@@ -324,11 +327,14 @@ def fit(
                 _save_epoch(ckpt_dir, model, opt, config, epoch + 1, history, meta or {})
                 atomic_write_json(out / "log.json", {"recipe": asdict(config), "history": history})
             D.barrier()
-            if bar:
+            if main and (log_epochs if log_epochs is not None else bar is not None):
                 msg = f"epoch {epoch + 1}: loss {entry['loss']:.3f}, train acc {entry['train_acc']:.1%}"
                 if "test_acc" in entry:
                     msg += f", test acc {entry['test_acc']:.1%} ({entry['test_images']} images)"
-                bar.console.print(msg)
+                if norms:
+                    msg += (f", gradient norm {entry['grad_norm_mean']:.3g} mean / {entry['grad_norm_max']:.3g} max, "
+                            f"{entry['clipped_steps']} of {len(norms)} steps clipped")
+                (bar.console.print if bar else Console().print)(msg)
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
                 break
     except RuntimeError as e:
