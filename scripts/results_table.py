@@ -152,7 +152,7 @@ def sweep_rows(root: Path) -> list[str]:
         rows.append(
             f"| {run.name} | {route} | {_pruning(cfg)} | {cfg.get('sparsity')} | {budget} | "
             f"{'; '.join(per_stage) or '-'}{f' ({n_stage})' if n_stage else ''} | {_se(full, full_n)} | "
-            f"{_se(ens, n)}{f' (n={n})' if n else ''} | {_se(std, n_std)}{f' (n={n_std})' if n_std else ''} | "
+            f"{_se(ens, n)}{f' (n={n})' if n else ''} | {_se(std, n_std)}{f' (n={n_std})' if n_std else ''}{_rerun(run) if std_ev else ''} | "
             f"{_train_seconds(stages)} | {_stored(mem)} | "
             f"{'%.1fx' % energy['snn_dense'] if energy else '-'} | `{recorded}`{'' if 'evaluate' in stages else ' (unfinished)'} |"
         )
@@ -200,13 +200,19 @@ def verdict_rows(root: Path) -> list[str]:
             std_cell = "-"
             if std and ostd and std["n"] == ostd["n"]:
                 std_cell = _paired(std["results"][0]["breaker"], ostd["results"][0]["breaker"], lambda k: k == -1) + \
-                    f" (n={std['n']})"
+                    f" (n={std['n']})" + _rerun(root / name)
             budget = f"{passes[name] or 0:,} / {passes[other] or 0:,}" + (
                 "" if passes[name] == passes[other] else " (not equal: HYDRA's score epoch)" if cfg.get("pruning") == "hydra"
                 else " (not equal)")
             rows.append(f"| {cfg.get('sparsity')} | {name} | {other} | {budget} | {ev['n']} | {_paired(a, b, lambda k: k != -2)} | "
                         f"{_paired(a, b, lambda k: k == -1)} | {std_cell} |")
     return rows
+
+
+def _rerun(run: Path) -> str:
+    """A note for a `standard` result measured on a rerun of the row's pipeline (its checkpoint was
+    not kept; ``pipeline-rerun.json`` records the rerun's own per-stage accuracy)."""
+    return " on a rerun of the pipeline (pipeline-rerun.json)" if (run / "pipeline-rerun.json").exists() else ""
 
 
 def _train_seconds(stages: dict) -> str:
