@@ -73,7 +73,9 @@ def test_accuracy_rising_with_eps_trips_the_monotonicity_check():
 
 def _ensemble(*accs_white_box) -> EnsembleResult:
     n = 1000
-    members = [MemberRecord(i, f"member{i}", wb, attacked=n, running_acc=acc) for i, (acc, wb) in enumerate(accs_white_box)]
+    accs = [acc for acc, _ in accs_white_box]
+    members = [MemberRecord(i, f"member{i}", wb, attacked=n, running_acc=acc, broke=round(((accs[i - 1] if i else 1.0) - acc) * n))
+               for i, (acc, wb) in enumerate(accs_white_box)]
     zeros = torch.zeros(n, dtype=torch.bool)
     return EnsembleResult(0.1, "linf", ~zeros, zeros, torch.full((n,), -2), torch.zeros(n, 1), members)
 
@@ -87,3 +89,5 @@ def test_estimator_gap_trips_when_later_estimators_break_what_the_first_left():
     assert not check_estimator_gap(_ensemble((0.592, True), (0.531, True), (0.30, False))).tripped
     assert not check_estimator_gap(_ensemble((0.04, True), (0.025, True))).tripped  # under the 2-point floor
     assert check_estimator_gap(_ensemble((0.5, True), (0.1, False))) is None  # one white-box member
+    # strongest runs Square between white-box members: its breaks are not the estimators'
+    assert not check_estimator_gap(_ensemble((0.5, True), (0.1, False), (0.09, True))).tripped

@@ -195,7 +195,10 @@ def check_estimator_gap(result: EnsembleResult, share: float = 0.25, floor: floa
     white = [r for r in result.members if r.white_box and not r.skipped]
     if len(white) < 2:
         return None
-    first, after = white[0].running_acc, white[-1].running_acc
+    # only what white-box members broke: a black-box member may run between them (strongest's Square)
+    n = max(result.n, 1)
+    first_left = round(white[0].running_acc * n)  # samples (running_acc is a count over n)
+    first, after = first_left / n, (first_left - sum(r.broke for r in white[1:])) / n
     gap = first - after
     limit = max(share * first, floor)
     tripped = gap > limit

@@ -237,7 +237,7 @@ def fit(
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     hooks = list(post_step or [])
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    trainable = [p for group in opt.param_groups for p in group["params"]]  # what the optimiser steps
     if config.parseval > 0:
         hooks.append(ParsevalStep(config.parseval))
     main = D.is_main()
@@ -334,7 +334,7 @@ def fit(
                 if norms:
                     msg += (f", gradient norm {entry['grad_norm_mean']:.3g} mean / {entry['grad_norm_max']:.3g} max, "
                             f"{entry['clipped_steps']} of {len(norms)} steps clipped")
-                (bar.console.print if bar else Console().print)(msg)
+                say(msg)
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
                 break
     except RuntimeError as e:
