@@ -209,6 +209,32 @@ def verdict_rows(root: Path) -> list[str]:
     return rows
 
 
+def regulariser_rows(root: Path) -> list[str]:
+    """The 60 000 x 3 rows against each other on the same test images (paired): MPPD rho = 1 against
+    rho = 0 with the same neuron and Parseval setting, and Parseval against none at rho = 0."""
+    rows = ["| comparison | row | against | n | clean: row - against (points) | PGD_ens: row - against (points) |",
+            "|---|---|---|---|---|---|"]
+    runs = {}
+    for run in sorted(p for p in root.glob("*_60k3") if (p / "eval-pgd-ens.json").exists()):
+        meta = _load(run / "model" / "config.json") or {}
+        opts, hist = meta.get("options") or {}, meta.get("history") or []
+        if len(hist) < (meta.get("recipe") or opts).get("epochs", 0):
+            continue  # unfinished
+        key = (opts.get("neuron"), bool(opts.get("parseval")), float(opts.get("mppd") or 0))
+        runs[run.name] = (key, _load(run / "eval-pgd-ens.json"))
+    for name, ((neuron, parseval, rho), ev) in runs.items():
+        for other, ((oneuron, oparseval, orho), oev) in runs.items():
+            mppd = rho > 0 and orho == 0 and (oneuron, oparseval) == (neuron, parseval)
+            pars = rho == orho == 0 and parseval and not oparseval and oneuron == neuron
+            if not (mppd or pars) or oev["n"] != ev["n"]:
+                continue
+            a, b = ev["results"][0]["breaker"], oev["results"][0]["breaker"]
+            what = f"MPPD rho = {rho:g} against 0" if mppd else "Parseval against none"
+            rows.append(f"| {what} | {name} | {other} | {ev['n']} | {_paired(a, b, lambda k: k != -2)} | "
+                        f"{_paired(a, b, lambda k: k == -1)} |")
+    return rows
+
+
 def _rerun(run: Path) -> str:
     """A note for a `standard` result measured on a rerun of the row's pipeline (its checkpoint was
     not kept; ``pipeline-rerun.json`` records the rerun's own per-stage accuracy)."""
@@ -333,6 +359,11 @@ def main() -> None:
         print("\n### Robust stable SNNs on all 60 000 training images x 3 epochs (configs/fmnist_full), eps = 0.1, "
               "accuracy in %\n")
         print("\n".join(r for r in matrix_rows(args.runs / "fmnist_full") if "_60k3" in r or r.startswith("|-") or r.startswith("| run")))
+        pairs = regulariser_rows(args.runs / "fmnist_full")
+        if len(pairs) > 2:
+            print("\n### The regulariser and Parseval at 60 000 x 3: differences on the same test images "
+                  "(paired, ± s.e.; clean on the attacked images)\n")
+            print("\n".join(pairs))
     print("\n### Sparse robust SNNs by conversion (configs/pipeline), eps = 0.1, accuracy in %\n")
     print("\n".join(pipeline_rows(args.runs / "pipeline")))
     conv = args.runs / "conversion_loss" / "conversion_loss.json"

@@ -41,14 +41,20 @@ def test_the_model_zoo_is_the_only_committed_weights_and_is_documented():
     assert _tracked("results/*report.html") == [] and _tracked("results/*report.md") == []
 
 
+def _script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_results_table_marks_a_run_stopped_between_epochs_and_shows_none_of_its_numbers(tmp_path):
     """A run collected mid-training (history shorter than its recipe's epochs) is no result yet."""
-    import importlib.util
     import json
 
-    spec = importlib.util.spec_from_file_location("results_table", ROOT / "scripts" / "results_table.py")
-    table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table)
+    table = _script("results_table")
     for name, done in (("finished", 3), ("stopped", 1)):
         run = tmp_path / "fmnist" / name
         (run / "model").mkdir(parents=True)
@@ -58,3 +64,14 @@ def test_results_table_marks_a_run_stopped_between_epochs_and_shows_none_of_its_
     rows = {r.split(" | ")[0].lstrip("| "): r for r in table.matrix_rows(tmp_path / "fmnist")[2:]}
     assert "80.0" in rows["finished"] and "unfinished" not in rows["finished"]
     assert "unfinished: epoch 1 of 3" in rows["stopped"] and "80.0" not in rows["stopped"]
+
+
+def test_weight_norms_show_the_growth_the_results_notes_report():
+    """docs/results.md: MPPD rho = 1 without Parseval grew the first dense layer about 16x, Parseval held it."""
+    norms = _script("weight_norms").weight_norms
+    full = ROOT / "results" / "fmnist_full"
+    plain, grown, held = (norms(full / row / "model")["body.9.weight"] for row in (
+        "lif_rfgsm_mppd0_60k3", "lif_rfgsm_mppd1_clip5_60k3", "lif_rfgsm_parseval_mppd1_clip5_60k3"))
+    assert grown > 10 * plain and held == pytest.approx(11.4, abs=0.05)
+    w = robustsnn.load(full / "lif_rfgsm_mppd0_60k3" / "model").state_dict()["body.9.weight"]
+    assert plain == pytest.approx(float(w.norm()))
