@@ -149,6 +149,20 @@ def test_damaged_sparse_checkpoint_is_a_clear_error(tmp_path):
         unpack_state_dict(tensors, {"format": "something-else"})
 
 
+def test_a_checkpoint_with_nan_weights_is_refused_by_name_unless_allowed(tmp_path):
+    """A diverged run's weights do not load silently: the error names the tensor; allow_nonfinite loads them."""
+    model = pruned_snn()
+    with torch.no_grad():
+        model.state_dict()["body.0.weight"].view(-1)[5] = float("inf")
+        list(model.parameters())[-1].fill_(float("nan"))
+    checkpoint.save(tmp_path / "m", model)
+    assert checkpoint.nonfinite_entries(model.state_dict()) == ["body.0.weight", [k for k, _ in model.named_parameters()][-1]]
+    with pytest.raises(CheckpointError, match=r"hold NaN or Inf \(body\.0\.weight, .*\): the run that wrote them diverged"):
+        checkpoint.load(tmp_path / "m")
+    loaded = checkpoint.load(tmp_path / "m", allow_nonfinite=True)
+    assert torch.isinf(loaded.state_dict()["body.0.weight"]).sum() == 1
+
+
 _run_cli = run_cli
 
 

@@ -1,6 +1,7 @@
 """Trainer, checkpoints and resume."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ import robustsnn
 from robustsnn import checkpoint
 from robustsnn.errors import CheckpointError, UsageError
 from robustsnn.train import TrainConfig, accuracy, fit
+from robustsnn.train.objectives import make_objective
 
 from helpers import synthetic_fmnist, tiny_snn
 
@@ -141,6 +143,34 @@ def test_a_diverged_loss_stops_training_and_keeps_the_last_epoch(tmp_path):
     assert checkpoint.read_meta(tmp_path / "model")["epoch"] == 1
     saved = robustsnn.load(tmp_path / "model")
     assert all(torch.isfinite(p).all() for p in saved.parameters())
+
+
+def test_nan_weights_with_a_finite_loss_stop_training_and_keep_the_last_epoch(tmp_path):
+    """NaN first-layer weights leave the loss finite (a NaN potential never fires): the epoch check catches them."""
+    from robustsnn.train.trainer import TrainingDiverged
+
+    data = synthetic_fmnist(64)
+    steps, losses = {"n": 0}, []
+
+    def poison_first_layer(model):
+        steps["n"] += 1
+        if steps["n"] == 3:
+            with torch.no_grad():
+                list(model.parameters())[0].fill_(float("nan"))
+
+    def record_loss(net, x, y):
+        loss, logits = make_objective("natural")(net, x, y)
+        losses.append(float(loss.detach()))
+        return loss, logits
+
+    model = tiny_snn()
+    with pytest.raises(TrainingDiverged, match=r"weights became NaN or Inf in epoch 2 \(.*\) although the loss stayed finite; "
+                                               r"the checkpoint of epoch 1 .* is kept"):
+        fit(model, data, None, _cfg(epochs=3, batch_size=32), tmp_path, progress=False,
+            post_step=[poison_first_layer], objective=record_loss)
+    assert len(losses) == 4 and all(math.isfinite(v) for v in losses)  # the loss alone would not have stopped it
+    assert checkpoint.read_meta(tmp_path / "model")["epoch"] == 1
+    assert checkpoint.nonfinite_entries(robustsnn.load(tmp_path / "model").state_dict()) == []
 
 
 def test_bad_recipe_values_are_refused():

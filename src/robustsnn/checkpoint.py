@@ -27,7 +27,7 @@ from .io import atomic_replace_dir, recover_dir
 from .models import ModelConfig, TwinModel, build_from_config
 from .sparse_format import unpack_state_dict
 
-__all__ = ["save", "load", "read_meta", "FORMAT", "WEIGHTS", "CONFIG", "attach_buffers"]
+__all__ = ["save", "load", "read_meta", "FORMAT", "WEIGHTS", "CONFIG", "attach_buffers", "nonfinite_entries"]
 
 FORMAT = "robustsnn-checkpoint"
 WEIGHTS = "weights.safetensors"
@@ -136,16 +136,28 @@ def attach_buffers(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
         module.register_buffer(buf, torch.empty_like(value))
 
 
-def load(path: str | Path, map_location: str = "cpu") -> TwinModel:
+def nonfinite_entries(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors in ``tensors`` holding a NaN or an infinity.
+
+    A NaN weight before a spiking layer leaves the loss finite (a NaN potential never
+    fires), so a diverged model can look healthy until its weights are checked.
+    """
+    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def load(path: str | Path, map_location: str = "cpu", *, allow_nonfinite: bool = False) -> TwinModel:
     """Rebuild a model from a checkpoint directory (no pickle), in eval mode.
 
     Args:
         path: checkpoint directory, its config.json / weights file, or a run directory
             holding ``model/``.
+        allow_nonfinite: load weights holding NaN/Inf instead of refusing them (to inspect
+            a diverged run).
     Returns:
         The :class:`TwinModel` with its weights, thresholds and masks.
     Raises:
-        CheckpointError: missing, foreign, damaged or inconsistent checkpoint.
+        CheckpointError: missing, foreign, damaged or inconsistent checkpoint, or weights
+            holding NaN/Inf (unless ``allow_nonfinite``).
     """
     p = _checkpoint_dir(path)
     meta = read_meta(p)
@@ -166,6 +178,12 @@ def load(path: str | Path, map_location: str = "cpu") -> TwinModel:
             tensors = unpack_state_dict(tensors, meta["sparse"])
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
             raise CheckpointError(f"cannot unpack the sparse weights in {p}: {_first_line(e)}; the checkpoint is damaged") from None
+    bad = [] if allow_nonfinite else nonfinite_entries(tensors)
+    if bad:
+        raise CheckpointError(
+            f"weights in {p} hold NaN or Inf ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): the run that wrote "
+            "them diverged; use an earlier checkpoint or train again with a lower --lr or --grad-clip"
+        )
     missing, unexpected = [], []
     try:
         attach_buffers(model, tensors)

@@ -303,6 +303,12 @@ def fit(
                 if bar:
                     bar.update(task, advance=1, loss=loss_sum / seen, acc=correct / seen, ips=world * seen / (time.perf_counter() - t0))
                 D.fault_point(f"epoch{epoch + 1}:step{i}")
+            bad = checkpoint.nonfinite_entries(dict(model.named_parameters()))
+            if bad:  # finite loss, NaN weights: a NaN potential before a spiking layer never fires
+                raise TrainingDiverged(
+                    f"weights became NaN or Inf in epoch {epoch + 1} ({', '.join(bad[:3])}) although the loss stayed finite; "
+                    + (f"the checkpoint of epoch {len(history)} in {ckpt_dir} is kept; " if history else "no epoch finished; ")
+                    + "lower --lr or set --grad-clip and train again")
             seen, correct, loss_sum = D.all_sum([seen, correct, loss_sum])
             seconds = time.perf_counter() - t0
             entry = {
