@@ -170,6 +170,14 @@ def _paired(a: list[int], b: list[int], key) -> str:
     return f"{100 * mean:+.1f} ± {100 * (var / n) ** 0.5:.1f}"
 
 
+def _paired_robust(ev: dict | None, other: dict | None) -> str:
+    """Paired robust-accuracy difference of two evaluations of the same test images (e.g. both
+    rows' ``standard``), with its n; '-' when either is missing or they attacked different n."""
+    if not ev or not other or ev["n"] != other["n"]:
+        return "-"
+    return _paired(ev["results"][0]["breaker"], other["results"][0]["breaker"], lambda k: k == -1) + f" (n={ev['n']})"
+
+
 def verdict_rows(root: Path) -> list[str]:
     """Conversion against end-to-end training at equal budget, per sparsity of the T = 8 sweep: the
     differences in clean and PGD_ens accuracy on the same test images (paired standard errors)."""
@@ -197,10 +205,8 @@ def verdict_rows(root: Path) -> list[str]:
                     and passes[k] == passes[name] and e2["n"] == ev["n"] for k, (c2, e2, _) in runs.items()):
                 continue  # an equal-budget baseline of the same kind exists: compare with that one only
             a, b = ev["results"][0]["breaker"], oev["results"][0]["breaker"]
-            std_cell = "-"
-            if std and ostd and std["n"] == ostd["n"]:
-                std_cell = _paired(std["results"][0]["breaker"], ostd["results"][0]["breaker"], lambda k: k == -1) + \
-                    f" (n={std['n']})" + _rerun(root / name)
+            std_cell = _paired_robust(std, ostd)
+            std_cell += _rerun(root / name) if std_cell != "-" else ""
             budget = f"{passes[name] or 0:,} / {passes[other] or 0:,}" + (
                 "" if passes[name] == passes[other] else " (not equal: HYDRA's score epoch)" if cfg.get("pruning") == "hydra"
                 else " (not equal)")
@@ -212,8 +218,9 @@ def verdict_rows(root: Path) -> list[str]:
 def regulariser_rows(root: Path) -> list[str]:
     """The 60 000 x 3 rows against each other on the same test images (paired): MPPD rho = 1 against
     rho = 0 with the same neuron and Parseval setting, and Parseval against none at rho = 0."""
-    rows = ["| comparison | row | against | n | clean: row - against (points) | PGD_ens: row - against (points) |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| comparison | row | against | n | clean: row - against (points) | PGD_ens: row - against (points) | "
+            "standard: row - against (points) |",
+            "|---|---|---|---|---|---|---|"]
     runs = {}
     for run in sorted(p for p in root.glob("*_60k3") if (p / "eval-pgd-ens.json").exists()):
         meta = _load(run / "model" / "config.json") or {}
@@ -221,9 +228,9 @@ def regulariser_rows(root: Path) -> list[str]:
         if len(hist) < (meta.get("recipe") or opts).get("epochs", 0):
             continue  # unfinished
         key = (opts.get("neuron"), bool(opts.get("parseval")), float(opts.get("mppd") or 0))
-        runs[run.name] = (key, _load(run / "eval-pgd-ens.json"))
-    for name, ((neuron, parseval, rho), ev) in runs.items():
-        for other, ((oneuron, oparseval, orho), oev) in runs.items():
+        runs[run.name] = (key, _load(run / "eval-pgd-ens.json"), _load(run / "eval-standard.json"))
+    for name, ((neuron, parseval, rho), ev, std) in runs.items():
+        for other, ((oneuron, oparseval, orho), oev, ostd) in runs.items():
             mppd = rho > 0 and orho == 0 and (oneuron, oparseval) == (neuron, parseval)
             pars = rho == orho == 0 and parseval and not oparseval and oneuron == neuron
             if not (mppd or pars) or oev["n"] != ev["n"]:
@@ -231,7 +238,7 @@ def regulariser_rows(root: Path) -> list[str]:
             a, b = ev["results"][0]["breaker"], oev["results"][0]["breaker"]
             what = f"MPPD rho = {rho:g} against 0" if mppd else "Parseval against none"
             rows.append(f"| {what} | {name} | {other} | {ev['n']} | {_paired(a, b, lambda k: k != -2)} | "
-                        f"{_paired(a, b, lambda k: k == -1)} |")
+                        f"{_paired(a, b, lambda k: k == -1)} | {_paired_robust(std, ostd)} |")
     return rows
 
 

@@ -66,6 +66,30 @@ def test_results_table_marks_a_run_stopped_between_epochs_and_shows_none_of_its_
     assert "unfinished: epoch 1 of 3" in rows["stopped"] and "80.0" not in rows["stopped"]
 
 
+def test_regulariser_table_pairs_pgd_ens_and_standard_on_the_same_images(tmp_path):
+    """rho = 1 against rho = 0 (same neuron, same Parseval): clean, PGD_ens and standard differences, paired."""
+    import json
+
+    table = _script("results_table")
+    # breaker per image: -2 = wrong when clean, -1 = survived, k >= 0 = broken by member k
+    evals = {"lif_mppd0_60k3": ([-1, -1, -1, 0, -2, -1], [-1, 3, -1, 0]),
+             "lif_mppd1_60k3": ([-1, 0, -2, 0, -2, -1], [-1, -1, 3, 0])}
+    for name, (ens, std) in evals.items():
+        run = tmp_path / name
+        (run / "model").mkdir(parents=True)
+        (run / "model" / "config.json").write_text(json.dumps({"recipe": {"epochs": 1}, "history": [{"epoch": 1}],
+            "options": {"neuron": "lif", "parseval": 0, "mppd": float(name[8])}}))
+        for preset, breaker in (("pgd-ens", ens), ("standard", std)):
+            (run / f"eval-{preset}.json").write_text(json.dumps({"n": len(breaker), "results": [{"breaker": breaker}]}))
+    rows = table.regulariser_rows(tmp_path)
+    assert len(rows) == 3
+    cells = [c.strip() for c in rows[2].strip("|").split("|")]
+    assert cells[:4] == ["MPPD rho = 1 against 0", "lif_mppd1_60k3", "lif_mppd0_60k3", "6"]
+    # clean: 4 of 6 vs 5 of 6; PGD_ens: 2 of 6 vs 4 of 6; standard: 2 of 4 vs 2 of 4 (different images)
+    assert cells[4].startswith("-16.7 ± ") and cells[5].startswith("-33.3 ± ")
+    assert cells[6] == "+0.0 ± 40.8 (n=4)"
+
+
 def test_weight_norms_show_the_growth_the_results_notes_report():
     """docs/results.md: MPPD rho = 1 without Parseval grew the first dense layer about 16x, Parseval held it."""
     norms = _script("weight_norms").weight_norms
