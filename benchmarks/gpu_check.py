@@ -11,7 +11,10 @@ task of the same shape (:func:`robustsnn.attacks.toy.toy_data`). Steps:
 2. copy the trained weights to the CPU and compare, on the same test images: logits,
    predictions, input gradients, and a small evaluation ensemble (APGD-CE, APGD-T,
    Square, PGD) with per-sample verdicts;
-3. print the numbers, the training images/s on both devices, and PASS or FAIL.
+3. run one LIF layer's forward and backward through the compiled neuron (``torch.compile``,
+   the default on CUDA) and through the torch loop on the GPU: spike agreement, largest
+   gradient difference, and the milliseconds of each;
+4. print the numbers, the training images/s on both devices, and PASS or FAIL.
 
 Float results of a GPU are not bitwise those of a CPU, and an SNN's threshold
 turns a tiny difference into a spike more or less now and then, so the checks are
@@ -52,6 +55,53 @@ def _input_grad(model, x, y) -> torch.Tensor:
         xr = x.detach().clone().requires_grad_(True)
         loss = torch.nn.functional.cross_entropy(model(xr), y, reduction="sum")
         return torch.autograd.grad(loss, xr)[0]
+
+
+def neuron_check(device: str = "cuda", shape=(8, 32, 64, 16, 16), repeats: int = 10) -> dict:
+    """The compiled neuron (``robustsnn.kernels.compiled``, the CUDA default) against the torch loop
+    on ``device``: spike agreement, largest input-gradient difference and fwd+bwd milliseconds
+    (minimum of ``repeats``) of a LIF layer with the triangle surrogate."""
+    from robustsnn import kernels
+    from robustsnn.neurons import multistep_spike
+    from robustsnn.surrogates import Surrogate
+
+    dev = torch.device(device)
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(shape, generator=g) * 1.5).to(dev)
+    up = torch.randn(shape, generator=g).to(dev)
+    theta = torch.tensor(1.0, device=dev)
+    saved, runs = kernels.backend(), {}
+    try:
+        for name in ("torch", "compile"):
+            kernels.set_backend(name)
+            xr = x.clone().requires_grad_(True)
+
+            def step():
+                xr.grad = None
+                s = multistep_spike(xr, theta, 0.99, None, "hard", Surrogate("triangle"))
+                (s * up).sum().backward()
+                return s.detach()
+
+            spikes = step()  # compiles on the first call
+            times = []
+            for _ in range(repeats):
+                _sync(dev)
+                t = time.perf_counter()
+                step()
+                _sync(dev)
+                times.append(time.perf_counter() - t)
+            runs[name] = (spikes, xr.grad.clone(), 1e3 * min(times))
+    finally:
+        kernels.set_backend(saved)
+    (s_loop, g_loop, t_loop), (s_comp, g_comp, t_comp) = runs["torch"], runs["compile"]
+    return {"neuron_ms": {"torch_loop": t_loop, "compiled": t_comp, "speedup": t_loop / t_comp},
+            "neuron_spike_agreement": float((s_loop == s_comp).float().mean()),
+            "neuron_grad_max_abs_diff": float((g_loop - g_comp).abs().max())}
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
 
 
 def check(device: str = "cuda", *, model: str = "cnn", width: float = 0.5, time_steps: int = 4, n_train: int = 1024,
@@ -99,10 +149,12 @@ def check(device: str = "cuda", *, model: str = "cnn", width: float = 0.5, time_
         "robust_acc": {"gpu": rg.robust_acc, "cpu": rc.robust_acc},
         "robust_verdict_agreement": float(((bg == -1) == (bc == -1)).float().mean()),
         "eval_seconds": {"gpu": gpu_eval_s, "cpu": cpu_eval_s, "ratio": cpu_eval_s / gpu_eval_s},
+        **neuron_check(device),
     }
     result["passed"] = bool(
         result["prediction_agreement"] >= 0.97 and result["input_grad_cosine_median"] >= 0.9
         and result["robust_verdict_agreement"] >= 0.9 and abs(rg.robust_acc - rc.robust_acc) <= 0.1
+        and result["neuron_spike_agreement"] >= 0.9999 and result["neuron_grad_max_abs_diff"] <= 1e-4
     )
     return result
 

@@ -102,8 +102,8 @@ def path(kernel: str | None, share: bool | None, malloc: str | None = None, bn: 
         yield
 
 
-def neuron_variants(x: torch.Tensor) -> dict:
-    """name -> (leaf input, fn() -> spikes)."""
+def neuron_variants(x: torch.Tensor, compiled: bool = False) -> dict:
+    """name -> (leaf input, fn() -> spikes); ``compiled`` adds the torch.compile path (the GPU default)."""
     theta = torch.tensor(1.0)
     out = {}
     if kernels is not None and kernels.get() is not None:
@@ -111,6 +111,11 @@ def neuron_variants(x: torch.Tensor) -> dict:
             with path("cpp", None):
                 return multistep_spike(x, theta, LAM, None, "hard", Surrogate("triangle"))
         out["ours (kernel)"] = (x, ours)
+    if compiled and kernels is not None and hasattr(kernels, "compiled"):
+        def ours_compiled():
+            with path("compile", None):
+                return multistep_spike(x, theta, LAM, None, "hard", Surrogate("triangle"))
+        out["ours (torch.compile)"] = (x, ours_compiled)
 
     def ours_torch():
         with path("torch", None):
@@ -268,6 +273,8 @@ def main() -> None:
     ap.add_argument("--agree-n", type=int, default=128, help="images of the bf16 agreement")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall time, or process CPU time (load-insensitive; meaningful with --threads 1 only)")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time the neuron through torch.compile (the CUDA default; about a minute to compile)")
     args = ap.parse_args()
     if args.clock == "cpu":
         CLOCK["fn"] = time.process_time
@@ -277,7 +284,7 @@ def main() -> None:
     # -- 1. neuron
     x = (torch.rand(SHAPE) * 1.5).requires_grad_(True)
     up = torch.randn(SHAPE)
-    variants = neuron_variants(x)
+    variants = neuron_variants(x, args.compile)
     ref_spikes = None
     agree, mem = {}, {}
     for name, (leaf, fn) in variants.items():

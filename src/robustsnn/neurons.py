@@ -168,6 +168,25 @@ def _forward_loop(current, threshold, gain, lam, soft, keep_membrane, init=0.0):
     return spikes, membrane
 
 
+def _forward_steps(current, threshold, gain, lam: float, soft: bool, keep_membrane: bool, init: float = 0.0):
+    """:func:`_forward_loop` without in-place writes (stacked outputs), for ``torch.compile``.
+
+    Args and returns as :func:`_forward_loop`; current [T, N] (any trailing shape).
+    """
+    T = current.shape[0]
+    spikes, membrane = [], []
+    v = None if not init else threshold * init
+    for t in range(T):
+        i_t = current[t] if gain is None else current[t] * gain[t]
+        m = i_t if v is None else torch.add(i_t, v, alpha=lam)
+        s = (m >= threshold).to(m.dtype)
+        spikes.append(s)
+        membrane.append(m)
+        if t + 1 < T:
+            v = m - threshold * s if soft else m.masked_fill(s.bool(), 0.0)
+    return torch.stack(spikes), (torch.stack(membrane) if keep_membrane else None)
+
+
 def _kernel_input(current):
     """(contiguous base, broadcast) for the compiled kernel: a current repeated over time
     (stride 0 along T, direct encoding) is passed once, [N], instead of T copies."""
@@ -184,6 +203,12 @@ def _run_forward(current, threshold, gain, lam, soft, keep_membrane, init=0.0):
     """
     mod = kernels.get() if kernels.supports(current) else None
     if mod is None or current.dim() < 1 or (gain is not None and gain.dtype != current.dtype):
+        if current.dim() >= 1 and kernels.compiled.enabled(current):
+            flat = current.reshape(current.shape[0], -1)
+            spikes, membrane = kernels.compiled.call(_forward_steps, flat, threshold.detach(),
+                                                     None if gain is None else gain.detach(), float(lam), bool(soft),
+                                                     bool(keep_membrane), float(init))
+            return spikes.view(current.shape), (membrane.view(current.shape) if keep_membrane else None), None
         spikes, membrane = _forward_loop(current, threshold, gain, lam, soft, keep_membrane, init)
         return spikes, membrane, None
     base, bcast = _kernel_input(current)
@@ -228,39 +253,63 @@ class _MultiStepSpike(torch.autograd.Function):
         assert not ctx.sum_time, "a repeated current runs on the compiled kernel only"
         membrane, threshold, gain, current = ctx.saved_tensors
         lam, soft, surrogate, width, detach_reset, init = ctx.cfg
-        T = membrane.shape[0]
-        want_i, want_th, want_g = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
-        grad_current = torch.empty_like(membrane) if want_i else None
-        grad_gain = torch.zeros(T, dtype=membrane.dtype, device=membrane.device) if want_g else None
-        grad_th = torch.zeros((), dtype=membrane.dtype, device=membrane.device)
-        gv = None  # dL/dv[t], flowing back from step t+1
-        for t in range(T - 1, -1, -1):
-            m = membrane[t]
-            u = m - threshold
-            sg = surrogate_grad(u, surrogate, width)
-            if gv is None:
-                g_s, g_m = grad_spikes[t], None
+        want = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        if kernels.compiled.enabled(membrane):
+            shape, T = membrane.shape, membrane.shape[0]
+            gi, g_th, g_gain = kernels.compiled.call(
+                _backward_loop, grad_spikes.reshape(T, -1), membrane.reshape(T, -1), threshold.detach(),
+                None if gain is None else gain.detach(), None if current is None else current.reshape(T, -1),
+                float(lam), bool(soft), surrogate, float(width), bool(detach_reset), float(init), *want)
+            gi = None if gi is None else gi.view(shape)
+        else:
+            gi, g_th, g_gain = _backward_loop(grad_spikes, membrane, threshold, gain, current, lam, soft, surrogate,
+                                              width, detach_reset, init, *want)
+        return gi, (g_th if want[1] else None), g_gain, None, None, None, None, None, None
+
+
+def _backward_loop(grad_spikes, membrane, threshold, gain, current, lam: float, soft: bool, surrogate, width: float,
+                   detach_reset: bool, init: float, want_i: bool, want_th: bool, want_g: bool):
+    """Surrogate BPTT through the T steps of :func:`_forward_loop`, in reverse time.
+
+    Args:
+        grad_spikes, membrane: [T, ...] upstream gradient and the saved membrane m[t].
+        threshold: 0-dim theta; gain: [T] or None; current: [T, ...] (needed for the gain's gradient).
+        want_i, want_th, want_g: which gradients to compute.
+    Returns:
+        (dL/dI [T, ...] or None, dL/dtheta 0-dim, dL/dgain [T] or None).
+    """
+    T = membrane.shape[0]
+    grad_current = torch.empty_like(membrane) if want_i else None
+    grad_gain = torch.zeros(T, dtype=membrane.dtype, device=membrane.device) if want_g else None
+    grad_th = torch.zeros((), dtype=membrane.dtype, device=membrane.device)
+    gv = None  # dL/dv[t], flowing back from step t+1
+    for t in range(T - 1, -1, -1):
+        m = membrane[t]
+        u = m - threshold
+        sg = surrogate_grad(u, surrogate, width)
+        if gv is None:
+            g_s, g_m = grad_spikes[t], None
+        else:
+            s = (u >= 0).to(m.dtype)
+            if detach_reset:
+                g_s = grad_spikes[t]
             else:
-                s = (u >= 0).to(m.dtype)
-                if detach_reset:
-                    g_s = grad_spikes[t]
-                else:
-                    g_s = grad_spikes[t] - gv * (threshold if soft else m)
-                g_m = gv if soft else gv * (1.0 - s)
-                if soft and want_th:
-                    grad_th = grad_th - (gv * s).sum()
-            g_s_sg = g_s * sg
-            g_m = g_s_sg if g_m is None else g_m + g_s_sg
-            if want_th:
-                grad_th = grad_th - g_s_sg.sum()
-            if want_i:
-                grad_current[t] = g_m if gain is None else g_m * gain[t]
-            if want_g:
-                grad_gain[t] = (g_m * current[t]).sum()
-            gv = g_m * lam
-        if init and want_th:  # v[-1] = init * theta
-            grad_th = grad_th + init * gv.sum()
-        return grad_current, (grad_th if want_th else None), grad_gain, None, None, None, None, None, None
+                g_s = grad_spikes[t] - gv * (threshold if soft else m)
+            g_m = gv if soft else gv * (1.0 - s)
+            if soft and want_th:
+                grad_th = grad_th - (gv * s).sum()
+        g_s_sg = g_s * sg
+        g_m = g_s_sg if g_m is None else g_m + g_s_sg
+        if want_th:
+            grad_th = grad_th - g_s_sg.sum()
+        if want_i:
+            grad_current[t] = g_m if gain is None else g_m * gain[t]
+        if want_g:
+            grad_gain[t] = (g_m * current[t]).sum()
+        gv = g_m * lam
+    if init and want_th:  # v[-1] = init * theta
+        grad_th = grad_th + init * gv.sum()
+    return grad_current, grad_th, grad_gain
 
 
 def _kernel_backward(ctx, grad_spikes):

@@ -4,6 +4,7 @@
 recursion, one call each, OpenMP over neurons) or ``None`` when the torch path must be used:
 
 * ``ROBUSTSNN_KERNEL=torch`` (or :func:`set_backend` ``("torch")``) forces the fallback;
+  ``compile`` uses :mod:`robustsnn.kernels.compiled` (``torch.compile``) on every device instead;
   ``auto`` (the default) uses the kernel where it builds; ``cpp`` is like ``auto`` but
   raises if it cannot build.
 * The extension is compiled once per machine and torch version with
@@ -14,8 +15,9 @@ recursion, one call each, OpenMP over neurons) or ``None`` when the torch path m
 * After loading, a self-test compares its spikes with the torch loop on a probe; a build or
   self-test failure gives one warning and the torch path for the rest of the process.
 
-The kernel runs float32/float64 CPU tensors only; CUDA, bf16 and other dtypes stay on the
-torch path (on a GPU the torch loop runs T small fused elementwise kernels per call).
+The kernel runs float32/float64 CPU tensors only; on CUDA tensors the default is the
+``torch.compile`` path of :mod:`robustsnn.kernels.compiled` (Triton, where installed), and
+other cases (no Triton, spike hooks, BPTR) run the torch loop.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import torch
 __all__ = ["get", "set_backend", "backend", "supports", "KernelWarning"]
 
 _SOURCE = Path(__file__).with_name("lif.cpp")
-_BACKENDS = ("auto", "torch", "cpp")
+_BACKENDS = ("auto", "torch", "cpp", "compile")
 _lock = threading.Lock()
 _state: dict = {"backend": None, "module": None, "tried": False, "fused": True}
 
@@ -59,7 +61,8 @@ def backend() -> str:
 
 
 def set_backend(name: str) -> None:
-    """Choose the neuron backend for this process: ``auto``, ``torch`` or ``cpp``."""
+    """Choose the neuron backend for this process: ``auto``, ``torch``, ``cpp`` or ``compile``
+    (:mod:`robustsnn.kernels.compiled` on every device)."""
     if name not in _BACKENDS:
         raise ValueError(f"unknown kernel backend {name!r}; choose one of {', '.join(_BACKENDS)}")
     _state["backend"] = name
@@ -144,7 +147,7 @@ def _self_test(mod) -> bool | None:
 
 def get():
     """The loaded extension, or None when the torch path is to be used (see the module docstring)."""
-    if backend() == "torch":
+    if backend() in ("torch", "compile"):
         return None
     if _state["module"] is not None or _state["tried"]:
         return _state["module"]
@@ -165,3 +168,6 @@ def get():
             return None
         _state["module"] = mod
         return mod
+
+
+from . import compiled  # noqa: E402  (uses backend() and KernelWarning above)
