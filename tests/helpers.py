@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 
 import torch
 
@@ -63,3 +64,16 @@ def write_fmnist_idx(folder, n_train: int = 64, n_test: int = 32, seed: int = 0)
         head = struct.pack(">II", 2049, n)
         (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(head + labels.tobytes(), mtime=0))
     return folder
+
+
+@contextmanager
+def kernel_backend(name: str):
+    """Run the block with robustsnn's neuron backend ``name`` (auto / torch / cpp / compile)."""
+    from robustsnn import kernels
+
+    saved = kernels.backend()
+    kernels.set_backend(name)
+    try:
+        yield
+    finally:
+        kernels.set_backend(saved)

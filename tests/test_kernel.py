@@ -7,13 +7,12 @@ with the exp-based surrogates, see ``_close``), for every surrogate, reset, deta
 init_potential, gain, dtype and a time-broadcast input.
 """
 
-from contextlib import contextmanager
-
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import kernel_backend
 from robustsnn import kernels
 from robustsnn.neurons import NeuronConfig, SpikingNeuron, multistep_spike, multistep_spike_bptr
 from robustsnn.surrogates import SURROGATES, Surrogate
@@ -22,14 +21,7 @@ KERNEL = kernels.get()
 needs_kernel = pytest.mark.skipif(KERNEL is None, reason="compiled neuron kernel unavailable (fallback in use)")
 
 
-@contextmanager
-def backend(name):
-    saved = kernels.backend()
-    kernels.set_backend(name)
-    try:
-        yield
-    finally:
-        kernels.set_backend(saved)
+backend = kernel_backend
 
 
 def _run(fn, leaves, upstream):

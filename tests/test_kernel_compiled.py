@@ -7,27 +7,19 @@ float64. The batch size may change without a new graph. A compiler failure falls
 loop with one warning (``auto``) or raises one line (``compile``).
 """
 
-from contextlib import contextmanager
-
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import kernel_backend
 from robustsnn import kernels
 from robustsnn.kernels import compiled
 from robustsnn.neurons import _run_forward, multistep_spike
 from robustsnn.surrogates import Surrogate
 
 
-@contextmanager
-def backend(name):
-    saved = kernels.backend()
-    kernels.set_backend(name)
-    try:
-        yield
-    finally:
-        kernels.set_backend(saved)
+backend = kernel_backend
 
 
 def _run(current, gain, reset, surrogate, detach_reset, init, learn_threshold=True):
