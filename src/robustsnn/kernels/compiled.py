@@ -25,6 +25,7 @@ spike can flip where the membrane lies within rounding of the threshold
 
 from __future__ import annotations
 
+import functools
 import sys
 import warnings
 from typing import Callable
@@ -37,7 +38,9 @@ _compiled: dict = {}
 _state: dict = {"failed": None, "announced": False}
 
 
+@functools.cache
 def _triton() -> bool:
+    """Whether Triton imports (checked once: ``enabled`` runs on every neuron call)."""
     try:
         import triton  # noqa: F401
     except Exception:  # noqa: BLE001 - any import problem means: no Triton

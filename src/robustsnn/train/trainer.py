@@ -259,6 +259,10 @@ def fit(
         return RankFailure(f"rank {me}: {reason} during epoch {epoch + 1}; the last checkpoint is {ckpt_dir} "
                            f"(epoch {len(history)}): rerun the same command with --resume")
 
+    def diverged(what: str) -> TrainingDiverged:
+        kept = f"the checkpoint of epoch {len(history)} in {ckpt_dir} is kept" if history else "no epoch finished"
+        return TrainingDiverged(f"{what}; {kept}; lower --lr or set --grad-clip and train again")
+
     def on_term(signum, frame):  # torchrun stops the other ranks with SIGTERM when one fails
         raise lost("stopped by the launcher (another rank failed)")
 
@@ -295,20 +299,15 @@ def fit(
                 correct += int((logits.detach().argmax(1) == y).sum())
                 step_loss = float(loss.detach())
                 if not math.isfinite(step_loss):
-                    raise TrainingDiverged(
-                        f"the training loss became {step_loss} at step {i + 1} of epoch {epoch + 1}; "
-                        + (f"the checkpoint of epoch {len(history)} in {ckpt_dir} is kept; " if history else "no epoch finished; ")
-                        + "lower --lr or set --grad-clip and train again")
+                    raise diverged(f"the training loss became {step_loss} at step {i + 1} of epoch {epoch + 1}")
                 loss_sum += step_loss * len(y)
                 if bar:
                     bar.update(task, advance=1, loss=loss_sum / seen, acc=correct / seen, ips=world * seen / (time.perf_counter() - t0))
                 D.fault_point(f"epoch{epoch + 1}:step{i}")
             bad = checkpoint.nonfinite_entries(dict(model.named_parameters()))
             if bad:  # finite loss, NaN weights: a NaN potential before a spiking layer never fires
-                raise TrainingDiverged(
-                    f"weights became NaN or Inf in epoch {epoch + 1} ({', '.join(bad[:3])}) although the loss stayed finite; "
-                    + (f"the checkpoint of epoch {len(history)} in {ckpt_dir} is kept; " if history else "no epoch finished; ")
-                    + "lower --lr or set --grad-clip and train again")
+                raise diverged(f"weights became NaN or Inf in epoch {epoch + 1} ({', '.join(bad[:3])}) although the loss "
+                               "stayed finite")
             seen, correct, loss_sum = D.all_sum([seen, correct, loss_sum])
             seconds = time.perf_counter() - t0
             entry = {
