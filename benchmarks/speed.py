@@ -15,8 +15,10 @@ shared, loaded CPU slows all variants alike.
    for the backward pass and the fraction of spikes equal to ours.
 2. Training images/s of the default model (cnn, LIF, T = 4, batch 64, 28x28): natural and
    RFGSM-AT (the demo's rfgsm-stable, eps 0.1, MPPD rho = 1), "today's path" (torch
-   neuron loop, no compute-once encoder, glibc's default malloc, torch's batch norm) against ours, ours with
-   glibc's default malloc (the allocator's share: robustsnn.allocator) and bf16 autocast;
+   neuron loop, no compute-once encoder, glibc's default malloc, torch's batch norm, NCHW, neuron and pooling
+   apart) against ours, ours with glibc's default malloc (the allocator's share: robustsnn.allocator),
+   ours in NCHW with neuron and pooling apart (the share of robustsnn.layout and layers.Sequential's
+   fused pooling) and bf16 autocast;
    and the T = 8 sweep's SNN (IF, T = 8, TRADES with an R+FGSM inner step, batch 64).
 3. One PGD-20 member (batch 16, eval mode) images/s, same variants; and at batch 128 on
    the T = 8 IF SNN (the sweep's evaluation). The members attack the model's own clean
@@ -75,6 +77,11 @@ try:
     from robustsnn.batchnorm import fast_batchnorm
 except ImportError:
     fast_batchnorm = None
+try:
+    from robustsnn.layers import fused_pooling
+    from robustsnn.layout import channels_last
+except ImportError:
+    channels_last = fused_pooling = None
 
 SHAPE = (8, 32, 64, 16, 16)
 LAM = 0.99
@@ -82,11 +89,17 @@ LAM = 0.99
 
 # ------------------------------------------------------------------ variants
 @contextlib.contextmanager
-def path(kernel: str | None, share: bool | None, malloc: str | None = None, bn: bool | None = None):
+def path(kernel: str | None, share: bool | None, malloc: str | None = None, bn: bool | None = None,
+         layout: str | None = None, fuse: bool | None = None):
     """Neuron backend (cpp / torch), compute-once encoder on/off, glibc allocator ("system" /
-    "tuned", :mod:`robustsnn.allocator`) and two-pass CPU batch norm on/off
-    (:mod:`robustsnn.batchnorm`), where this version has them."""
+    "tuned", :mod:`robustsnn.allocator`), two-pass CPU batch norm on/off
+    (:mod:`robustsnn.batchnorm`), channels-last mode (:mod:`robustsnn.layout`) and the fused
+    neuron + 2x2 pooling on/off (:class:`robustsnn.layers.Sequential`), where this version has them."""
     stack = contextlib.ExitStack()
+    if channels_last is not None and layout is not None:
+        stack.enter_context(channels_last(layout))
+    if fused_pooling is not None and fuse is not None:
+        stack.enter_context(fused_pooling(fuse))
     if fast_batchnorm is not None and bn is not None:
         stack.enter_context(fast_batchnorm(bn))
     if tune_allocator is not None and malloc is not None:
@@ -318,9 +331,10 @@ def main() -> None:
     pgd_model = default_model()
     pgd = PGD(pgd_model, PGD_EPS, steps=20)
     PB = 16  # PGD batch
-    today = ("torch", False, "system", False)
-    ours_system = ("cpp", True, "system", True)
-    ours = ("cpp", True, "tuned", True)
+    today = ("torch", False, "system", False, "off", False)
+    ours_system = ("cpp", True, "system", True, "auto", True)
+    ours = ("cpp", True, "tuned", True, "auto", True)
+    ours_nchw = ("cpp", True, "tuned", True, "off", False)  # ours without channels-last and the fused pooling
     work = {"train natural": (natural, 2), "train RFGSM-AT": (rfgsm, 1), "PGD-20 member": (None, 1),
             "train TRADES T=8": (make_objective("trades", eps=0.1, beta=2.0, inner="rfgsm"), 1),
             "PGD-20 member T=8": (None, 1)}
@@ -333,7 +347,8 @@ def main() -> None:
     pgd_model8 = build("cnn", "snn", neuron="if", time_steps=8)
     pgd8 = PGD(pgd_model8, PGD_EPS, steps=20)
     ypgd, yb8 = own_predictions(pgd_model, xb[:PB]), own_predictions(pgd_model8, xb8)
-    cases = [("today's path", today, "fp32"), ("ours, system malloc", ours_system, "fp32"), ("ours", ours, "fp32")]
+    cases = [("today's path", today, "fp32"), ("ours, system malloc", ours_system, "fp32"),
+             ("ours, NCHW unfused", ours_nchw, "fp32"), ("ours", ours, "fp32")]
     if autocast is not None:
         cases.append(("ours bf16", ours, "bf16"))
     if kernels is None:
@@ -399,6 +414,8 @@ def main() -> None:
                 txt += "   ours/today x{:.2f}".format(row["ours"] / row["today's path"])
                 if "ours, system malloc" in row:
                     txt += "  allocator alone x{:.2f}".format(row["ours"] / row["ours, system malloc"])
+                if "ours, NCHW unfused" in row:
+                    txt += "  layout+fusion alone x{:.2f}".format(row["ours"] / row["ours, NCHW unfused"])
                 if "ours bf16" in row:
                     txt += "  bf16/today x{:.2f}".format(row["ours bf16"] / row["today's path"])
             print(f"  {wname:15s} {n} thr: {txt}")

@@ -40,26 +40,40 @@ def fast_batchnorm(enabled: bool = True) -> Iterator[None]:
         _FAST["on"] = saved
 
 
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _statistics_rows(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """``x`` [N, C, ...] as a view [N, L, C] (channels-last) or [N, C, L] (contiguous), and which."""
+    if _is_channels_last(x):
+        return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1]), True
+    return x.reshape(x.shape[0], x.shape[1], -1), False
+
+
 class _TrainBatchNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, eps):
-        n_batch, c = x.shape[0], x.shape[1]
-        x3 = x.reshape(n_batch, c, -1)
-        count = x3.shape[0] * x3.shape[2]
-        mean64 = x3.sum(-1).sum(0, dtype=torch.float64) / count
+        c = x.shape[1]
+        x3, last = _statistics_rows(x)
+        along, shape = (1, (1, 1, c)) if last else (-1, (1, c, 1))
+        count = x.numel() // c
+        mean64 = x3.sum(along).sum(0, dtype=torch.float64) / count
         mean = mean64.to(x.dtype)
-        xc = x3 - mean.view(1, c, 1)
-        var64 = torch.linalg.vecdot(xc, xc).sum(0, dtype=torch.float64) / count
+        xc = x3 - mean.view(shape)
+        var64 = torch.linalg.vecdot(xc, xc, dim=along).sum(0, dtype=torch.float64) / count
         invstd = torch.rsqrt(var64 + eps).to(x.dtype)
         scale = invstd if weight is None else invstd * weight
         if bias is None:
-            y = xc.mul_(scale.view(1, c, 1))
+            y = xc.mul_(scale.view(shape))
         else:
-            y = torch.addcmul(bias.view(1, c, 1), xc, scale.view(1, c, 1))
+            y = torch.addcmul(bias.view(shape), xc, scale.view(shape))
+        if last:
+            y = y.view(x.shape[0], x.shape[2], x.shape[3], c).permute(0, 3, 1, 2)
         ctx.save_for_backward(x, weight, mean, invstd)
-        ctx.eps = eps
+        ctx.eps, ctx.layout = eps, torch.channels_last if last else torch.contiguous_format
         ctx.mark_non_differentiable(mean64, var64)
-        return y.view(x.shape), mean64, var64
+        return y.view(x.shape) if not last else y, mean64, var64
 
     @staticmethod
     def backward(ctx, grad_y, _grad_mean, _grad_var):
@@ -67,7 +81,7 @@ class _TrainBatchNorm(torch.autograd.Function):
         want = [ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1],
                 ctx.needs_input_grad[2]]
         gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
-            grad_y.contiguous(), x, weight, None, None, mean, invstd, True, ctx.eps, want)
+            grad_y.contiguous(memory_format=ctx.layout), x, weight, None, None, mean, invstd, True, ctx.eps, want)
         return (gx if want[0] else None), (gw if want[1] else None), (gb if want[2] else None), None
 
 
@@ -76,7 +90,8 @@ def batch_norm_train(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.T
     """Batch norm with the statistics of ``x`` itself.
 
     Args:
-        x: [N, C, ...] contiguous-able, float32 or float64.
+        x: [N, C, ...] float32 or float64 (channels-last [N, C, H, W] is read as it lies, and
+            ``y`` is channels-last too).
         weight, bias: [C] affine parameters or None.
         eps: added to the variance.
 
@@ -84,7 +99,8 @@ def batch_norm_train(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.T
         (y [N, C, ...] like x, mean [C] float64, biased variance [C] float64); the
         statistics carry no gradient.
     """
-    return _TrainBatchNorm.apply(x.contiguous(), weight, bias, float(eps))
+    x = x if _is_channels_last(x) else x.contiguous()
+    return _TrainBatchNorm.apply(x, weight, bias, float(eps))
 
 
 def _eligible(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> bool:

@@ -209,6 +209,7 @@ class _HookedSpike(torch.autograd.Function):
     @staticmethod
     def forward(ctx, current, threshold, gain, lam, soft, detach_reset, hook, init=0.0):
         spikes, membrane, _ = _run_forward(current, threshold, gain, lam, soft, True, init)
+        membrane = membrane.contiguous()  # the hooks' statistics and the kernel read it in [T, ...] order
         def drive():
             return current if gain is None else current * gain.view(-1, *([1] * (current.dim() - 1)))
 

@@ -18,6 +18,9 @@ T*B*H*W values, as torch would. :func:`time_broadcast` turns this off (for bench
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,8 +28,11 @@ from torch import nn
 from . import kernels
 from .timerepeat import is_time_broadcast, repeat_over_time, repeated_source, time_broadcast
 from .batchnorm import batch_norm_forward
+from .layout import wants_channels_last
 
 __all__ = [
+    "Sequential",
+    "fused_pooling",
     "Conv2d",
     "Linear",
     "BatchNorm2d",
@@ -93,10 +99,20 @@ def _batchnorm_repeated(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) ->
 
 
 class Conv2d(nn.Conv2d):
-    """nn.Conv2d on [B, C, H, W] or [T, B, C, H, W]."""
+    """nn.Conv2d on [B, C, H, W] or [T, B, C, H, W]; channels-last where :mod:`robustsnn.layout` says so."""
+
+    def _conv(self, x):
+        if not wants_channels_last(x):
+            return super().forward(x)
+        w = self.weight
+        if w.shape[1] == 1:  # one input channel: NCHW strides pass for NHWC, so give w's C a stride of 1
+            w = w.view(w.shape[0], *w.shape[2:], 1).permute(0, 3, 1, 2)
+        else:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self._conv_forward(x, w, self.bias)
 
     def forward(self, x):
-        return _merged(super().forward, x, 4)
+        return _merged(self._conv, x, 4)
 
 
 class BatchNorm2d(nn.BatchNorm2d):
@@ -123,10 +139,16 @@ class _AvgPool2(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, mod):
         ctx.hw, ctx.mod = tuple(x.shape[-2:]), mod
+        ctx.last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        if ctx.last:  # channels-last [N, C, H, W]: pool the [N, H, W, C] memory, return channels-last
+            return mod.pool2_forward_nhwc(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         return mod.pool2_forward(x.contiguous())
 
     @staticmethod
     def backward(ctx, grad):
+        if ctx.last:
+            g = grad.permute(0, 2, 3, 1).contiguous()
+            return ctx.mod.pool2_backward_nhwc(g, *ctx.hw).permute(0, 3, 1, 2), None
         return ctx.mod.pool2_backward(grad.contiguous(), *ctx.hw), None
 
 
@@ -137,10 +159,13 @@ def _pair(v):
 class AvgPool2d(nn.AvgPool2d):
     """nn.AvgPool2d on [B, C, H, W] or [T, B, C, H, W] (2x2 / stride 2 in the compiled kernel on the CPU)."""
 
+    def is_pool2(self) -> bool:
+        """Whether this is plain 2x2 / stride-2 average pooling (no padding, floor, divisor 4)."""
+        return (_pair(self.kernel_size) == (2, 2) and _pair(self.stride) == (2, 2) and _pair(self.padding) == (0, 0)
+                and not self.ceil_mode and self.divisor_override is None)
+
     def _pool(self, x):
-        plain = (_pair(self.kernel_size) == (2, 2) and _pair(self.stride) == (2, 2) and _pair(self.padding) == (0, 0)
-                 and not self.ceil_mode and self.divisor_override is None)
-        mod = kernels.get() if plain and kernels.supports(x) else None
+        mod = kernels.get() if self.is_pool2() and kernels.supports(x) else None
         if mod is None:
             return super().forward(x)
         return _AvgPool2.apply(x, mod)
@@ -197,3 +222,54 @@ class Normalize(nn.Module):
 
     def forward(self, x):
         return (x - self.mean) / self.std
+
+
+_FUSE = {"on": True}
+
+
+@contextmanager
+def fused_pooling(enabled: bool = True) -> Iterator[None]:
+    """Run a spiking neuron and the 2x2 pooling after it as one kernel call (:class:`Sequential`),
+    or as two modules (False), inside the block."""
+    saved = _FUSE["on"]
+    _FUSE["on"] = bool(enabled)
+    try:
+        yield
+    finally:
+        _FUSE["on"] = saved
+
+
+def _hooked(module: nn.Module) -> bool:
+    """Whether ``module`` (or every module, globally) has forward or backward hooks."""
+    from torch.nn.modules import module as M
+
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or module._backward_pre_hooks or M._global_forward_hooks or M._global_forward_pre_hooks
+                or M._global_backward_hooks or M._global_backward_pre_hooks)
+
+
+class Sequential(nn.Sequential):
+    """nn.Sequential that runs a spiking neuron followed by ``AvgPool2d(2)`` as one kernel call.
+
+    The pair's values and gradients are those of running the two modules
+    (:meth:`robustsnn.neurons.SpikingNeuron.pooled`); the spikes themselves are never written
+    out. Where the fused path does not apply, or either module has hooks (spike counting,
+    threshold balancing, the MPPD regulariser record what the neuron sees and emits), the
+    modules run one after the other. Same children and state-dict keys as nn.Sequential.
+    """
+
+    def forward(self, x):
+        from .neurons import SpikingNeuron
+
+        mods = list(self)
+        i = 0
+        while i < len(mods):
+            m = mods[i]
+            if (_FUSE["on"] and isinstance(m, SpikingNeuron) and i + 1 < len(mods) and isinstance(mods[i + 1], AvgPool2d)
+                    and mods[i + 1].is_pool2() and not _hooked(m) and not _hooked(mods[i + 1])):
+                y = m.pooled(x)
+                if y is not None:
+                    x, i = y, i + 2
+                    continue
+            x, i = m(x), i + 1
+        return x

@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from . import kernels
+from .layout import memory_order
 from .timerepeat import repeated_source
 from .surrogates import Surrogate, layer_width, parse_surrogate, surrogate_grad
 
@@ -188,20 +189,63 @@ def _forward_steps(current, threshold, gain, lam: float, soft: bool, keep_membra
 
 
 def _kernel_input(current):
-    """(contiguous base, broadcast) for the compiled kernel: a current repeated over time
-    (stride 0 along T, direct encoding) is passed once, [N], instead of T copies."""
+    """(base, broadcast, order) for the compiled kernel.
+
+    ``base`` is ``current`` as contiguous rows [T, N] read in its memory order ``order`` (a
+    permutation of its dims, :func:`robustsnn.layout.memory_order`: channels-last feature maps
+    are read as they lie, without a copy); a current repeated over time (stride 0 along T,
+    direct encoding) is passed once, [N], instead of T copies.
+    """
     T = current.shape[0]
     if T > 1 and current.stride(0) == 0:
-        return current[0].contiguous().reshape(-1), True
-    return current.contiguous().reshape(T, -1), False
+        inner = memory_order(current[0]) or tuple(range(current.dim() - 1))
+        order = (0, *(d + 1 for d in inner))
+        return current[0].permute(inner).contiguous().reshape(-1), True, order
+    order = memory_order(current) or tuple(range(current.dim()))
+    return to_rows(current, order), False, order
 
 
-def _run_forward(current, threshold, gain, lam, soft, keep_membrane, init=0.0):
+def to_rows(t: torch.Tensor, order: tuple[int, ...]) -> torch.Tensor:
+    """``t`` [T, ...] as contiguous rows [T, N] in the dim order ``order`` (a view when ``t`` lies that way)."""
+    return t.permute(order).contiguous().view(t.shape[0], -1)
+
+
+def from_rows(rows: torch.Tensor, shape, order: tuple[int, ...]) -> torch.Tensor:
+    """Inverse of :func:`to_rows`: rows [T, N] (or [N]) as a tensor of ``shape`` laid out in ``order``."""
+    inverse = sorted(range(len(order)), key=order.__getitem__)
+    return rows.view([shape[d] for d in order]).permute(inverse)
+
+
+def pool_rows(current: torch.Tensor) -> tuple[int, int] | None:
+    """(row length L, channels C) with which the kernel pools the spikes of ``current``
+    [T, B, C, H, W] 2x2 / stride 2 as they lie in memory (contiguous: rows of W values, C = 1;
+    channels-last: rows of W*C values), or None where it cannot (odd H or W, another layout,
+    no kernel)."""
+    if current.dim() != 5 or current.shape[-1] % 2 or current.shape[-2] % 2 or current.numel() == 0:
+        return None
+    if not kernels.supports(current) or kernels.get() is None:
+        return None
+    _, _, C, _, W = current.shape
+    one = current[0] if current.shape[0] > 1 and current.stride(0) == 0 else None
+    order = (0, *(d + 1 for d in (memory_order(one) or ()))) if one is not None else memory_order(current)
+    if order == (0, 1, 2, 3, 4):
+        return W, 1
+    if order == (0, 1, 3, 4, 2):
+        return W * C, C
+    return None
+
+
+def _run_forward(current, threshold, gain, lam, soft, keep_membrane, init=0.0, pool=False):
     """As :func:`_forward_loop`, in one call of the compiled kernel where it runs (else the loop).
 
     Returns (spikes shaped like ``current``, membrane [T, ...] or None, kernel input or None).
+    On the kernel, spikes and membrane have ``current``'s memory layout (e.g. channels-last).
+    With ``pool`` (kernel only, :func:`pool_rows` not None) the spikes come 2x2-average-pooled,
+    [T, B, C, H/2, W/2], and the spikes themselves are never written out.
     """
     mod = kernels.get() if kernels.supports(current) else None
+    if pool:
+        return _run_forward_pooled(mod, current, threshold, gain, lam, soft, keep_membrane, init)
     if mod is None or current.dim() < 1 or (gain is not None and gain.dtype != current.dtype):
         if current.dim() >= 1 and kernels.compiled.enabled(current):
             flat = current.reshape(current.shape[0], -1)
@@ -211,15 +255,32 @@ def _run_forward(current, threshold, gain, lam, soft, keep_membrane, init=0.0):
             return spikes.view(current.shape), (membrane.view(current.shape) if keep_membrane else None), None
         spikes, membrane = _forward_loop(current, threshold, gain, lam, soft, keep_membrane, init)
         return spikes, membrane, None
-    base, bcast = _kernel_input(current)
+    base, bcast, order = _kernel_input(current)
     th = threshold.detach()
     v0 = float(th * init) if init else 0.0
     g = None if gain is None else gain.detach()
     spikes, membrane = mod.forward(base, current.shape[0], bcast, float(th), g, float(lam), soft, bool(init), v0,
                                    keep_membrane, kernels.fused_update())
-    spikes = spikes.view(current.shape)
-    membrane = membrane.view(current.shape) if keep_membrane else None
-    return spikes, membrane, (base, bcast)
+    spikes = from_rows(spikes, current.shape, order)
+    membrane = from_rows(membrane, current.shape, order) if keep_membrane else None
+    return spikes, membrane, (base, bcast, order)
+
+
+def _run_forward_pooled(mod, current, threshold, gain, lam, soft, keep_membrane, init):
+    rows = pool_rows(current)
+    if mod is None or rows is None or (gain is not None and gain.dtype != current.dtype):
+        raise ValueError("pooled spikes need the compiled kernel and [T, B, C, H, W] with even H and W "
+                         "(robustsnn.neurons.pool_rows)")
+    base, bcast, order = _kernel_input(current)
+    th = threshold.detach()
+    v0 = float(th * init) if init else 0.0
+    g = None if gain is None else gain.detach()
+    pooled, membrane = mod.forward_pool(base, current.shape[0], bcast, float(th), g, float(lam), soft, bool(init), v0,
+                                        keep_membrane, kernels.fused_update(), *rows)
+    shape = (*current.shape[:3], current.shape[3] // 2, current.shape[4] // 2)
+    pooled = from_rows(pooled, shape, order)
+    membrane = from_rows(membrane, current.shape, order) if keep_membrane else None
+    return pooled, membrane, (base, bcast, order)
 
 
 class _MultiStepSpike(torch.autograd.Function):
@@ -232,10 +293,11 @@ class _MultiStepSpike(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, current, threshold, gain, lam, soft, surrogate, detach_reset, init=0.0, steps=0):
+    def forward(ctx, current, threshold, gain, lam, soft, surrogate, detach_reset, init=0.0, steps=0, pool=False):
         if steps:
             current = current.unsqueeze(0).expand(steps, *current.shape)
-        spikes, membrane, kin = _run_forward(current, threshold, gain, lam, soft, True, init)
+        ctx.pool = pool_rows(current) if pool else None
+        spikes, membrane, kin = _run_forward(current, threshold, gain, lam, soft, True, init, pool)
         ctx.sum_time = bool(steps)
         width = layer_width(surrogate, membrane - threshold) if surrogate.name == "pdsg" else surrogate.width
         need_current = gain is not None and ctx.needs_input_grad[2]
@@ -244,6 +306,7 @@ class _MultiStepSpike(torch.autograd.Function):
         ctx.save_for_backward(membrane, threshold, gain, current if need_current else None)
         ctx.cfg = (lam, soft, surrogate, width, detach_reset, init)
         ctx.kernel = None if kin is None else kin[1]
+        ctx.order = None if kin is None else kin[2]
         return spikes
 
     @staticmethod
@@ -264,7 +327,7 @@ class _MultiStepSpike(torch.autograd.Function):
         else:
             gi, g_th, g_gain = _backward_loop(grad_spikes, membrane, threshold, gain, current, lam, soft, surrogate,
                                               width, detach_reset, init, *want)
-        return gi, (g_th if want[1] else None), g_gain, None, None, None, None, None, None
+        return gi, (g_th if want[1] else None), g_gain, None, None, None, None, None, None, None
 
 
 def _backward_loop(grad_spikes, membrane, threshold, gain, current, lam: float, soft: bool, surrogate, width: float,
@@ -320,17 +383,18 @@ def _kernel_backward(ctx, grad_spikes):
     shape = membrane.shape
     T = shape[0]
     mod = kernels.get()
-    gi, g_th, g_gain, gv_sum = mod.backward(
-        grad_spikes.contiguous().view(T, -1), membrane.view(T, -1), float(threshold),
+    order = ctx.order
+    gi, g_th, g_gain, gv_sum = mod.backward_pool(
+        to_rows(grad_spikes, order), to_rows(membrane, order), float(threshold),
         None if gain is None else gain.detach(), current if want_g else None, bool(ctx.kernel), lam, soft,
         detach_reset, kernels.SURROGATE_IDS[surrogate.name], float(width), float(surrogate.alpha), want_i, want_th,
-        ctx.sum_time, None)
+        ctx.sum_time, None, *(ctx.pool or (0, 1)))
     if init and want_th:  # v[-1] = init * theta
         g_th = g_th + init * gv_sum
     if want_i:
-        gi = gi.view(shape[1:] if ctx.sum_time else shape)
+        gi = from_rows(gi, shape[1:], [d - 1 for d in order[1:]]) if ctx.sum_time else from_rows(gi, shape, order)
     return (gi if want_i else None), (g_th if want_th else None), (g_gain if want_g else None), \
-        None, None, None, None, None, None
+        None, None, None, None, None, None, None
 
 
 class _MultiStepSpikeBPTR(torch.autograd.Function):
@@ -360,6 +424,7 @@ def multistep_spike(
     surrogate: Surrogate = Surrogate(),
     detach_reset: bool = False,
     init: float = 0.0,
+    pool: bool = False,
 ) -> torch.Tensor:
     """Spikes of a layer of IF/LIF/DLIF neurons over T steps, surrogate BPTT backward.
 
@@ -372,9 +437,13 @@ def multistep_spike(
         surrogate: surrogate shape for dH/du.
         detach_reset: no gradient through the reset term.
         init: initial membrane potential v[-1] as a fraction of theta.
+        pool: return the spikes 2x2-average-pooled, [T, B, C, H/2, W/2] (the neuron and
+            ``AvgPool2d(2)`` in one kernel call; needs :func:`pool_rows` of ``current``).
     Returns:
-        Spikes in {0, 1}, shape [T, B, ...], dtype of ``current``.
+        Spikes in {0, 1}, shape [T, B, ...], dtype of ``current`` (pooled: in {0, 1/4, ..., 1}).
     """
+    if pool and surrogate.name in ("pdsg", "pdsg-batch"):
+        raise ValueError("pooled spikes do not support the pdsg surrogates")
     if surrogate.name in ("pdsg", "pdsg-batch"):  # per-channel width: the hooked kernel
         from .gradhooks import PDSG, hooked_spike
 
@@ -385,9 +454,9 @@ def multistep_spike(
     if once is not None and kernels.supports(once) and kernels.get() is not None and (
             gain is None or gain.dtype == current.dtype):
         return _MultiStepSpike.apply(once, threshold, gain, float(lam), reset == "soft", surrogate, detach_reset,
-                                     float(init), current.shape[0])
+                                     float(init), current.shape[0], pool)
     return _MultiStepSpike.apply(current, threshold, gain, float(lam), reset == "soft", surrogate, detach_reset,
-                                 float(init))
+                                 float(init), 0, pool)
 
 
 def multistep_spike_bptr(current, threshold, lam=0.99, gain=None, reset="hard", init=0.0):
@@ -453,6 +522,31 @@ class SpikingNeuron(nn.Module):
         if self.config.spike_amplitude == "threshold":
             return float(self.effective_threshold().detach())
         return 1.0
+
+    def pooled(self, current: torch.Tensor) -> torch.Tensor | None:
+        """This layer's spikes for ``current`` [T, B, C, H, W] followed by 2x2 / stride-2 average
+        pooling, [T, B, C, H/2, W/2], computed in one kernel call (the spikes are never written
+        out); same values and gradients as ``AvgPool2d(2)(self(current))``. None where that path
+        does not apply (then run the two modules): a gradient mode other than surrogate BPTT, a
+        spike hook or a PDSG surrogate, theta-valued spikes, half precision, or no
+        :func:`pool_rows` for ``current``."""
+        cfg, gm = self.config, self.grad_mode
+        surrogate = gm.surrogate or cfg.surrogate
+        if (gm.mode != "bptt" or gm.hook is not None or surrogate.name in ("pdsg", "pdsg-batch")
+                or cfg.spike_amplitude != "one" or pool_rows(current) is None):
+            return None
+        gain = self._gain_for(current.shape[0])
+        if gain is not None and gain.dtype != current.dtype:
+            return None
+        theta = self.effective_threshold()
+        needs_grad = torch.is_grad_enabled() and (
+            current.requires_grad or theta.requires_grad or (gain is not None and gain.requires_grad)
+        )
+        if not needs_grad:
+            return _run_forward(current, theta.to(current.dtype), gain, cfg.lam, cfg.reset == "soft", False,
+                                cfg.init_potential, pool=True)[0]
+        return multistep_spike(current, theta, cfg.lam, gain, cfg.reset, surrogate, cfg.detach_reset,
+                               cfg.init_potential, pool=True)
 
     def _spikes(self, current: torch.Tensor) -> torch.Tensor:
         cfg, gm = self.config, self.grad_mode

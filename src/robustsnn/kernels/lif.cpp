@@ -84,6 +84,59 @@ inline void step(const T* __restrict it, T gt, T th, T lam, T v0, bool first, T*
   }
 }
 
+// The T steps of the n neurons [b, b + n): spikes of step t go to spikes_at(t) (n values), then
+// after(t) runs (the fused pooling reads them there); v holds the state (n values).
+template <typename T, bool kFused, bool kGain, bool kSoft, bool kMem, typename SpikesAt, typename After>
+inline void forward_block(const T* cur, int64_t tstride, int64_t Tn, int64_t N, int64_t b, int64_t n, T th,
+                          const T* gain, T lam, bool has_init, T v0, T* membrane, T* v, SpikesAt spikes_at,
+                          After after) {
+  for (int64_t t = 0; t < Tn; ++t) {
+    const T* it = cur + t * tstride + b;
+    T* st = spikes_at(t);
+    T* mt = kMem ? membrane + t * N + b : nullptr;
+    const T gt = kGain ? gain[t] : T(1);
+    if (t == 0 && !has_init) {
+      step<T, kFused, kGain, kSoft, kMem, true>(it, gt, th, lam, v0, true, v, st, mt, n);
+    } else if (t == 0) {
+      step<T, kFused, kGain, kSoft, kMem, false>(it, gt, th, lam, v0, true, v, st, mt, n);
+    } else {
+      step<T, kFused, kGain, kSoft, kMem, false>(it, gt, th, lam, v0, false, v, st, mt, n);
+    }
+    after(t);
+  }
+}
+
+// 2x2 / stride-2 average of one pair of rows: top = in[0, L), bottom = in[L, 2L), a row being
+// W positions of C values (C = 1: an NCHW row; C channels: a channels-last row); w = W / 2
+// outputs of C values each, in avg_pool2d's order ((x00 + x01) + x10) + x11, then / 4.
+template <typename T>
+inline void pool_rows(const T* __restrict in, int64_t L, int64_t w, int64_t C, T* __restrict out) {
+  const T* bot = in + L;
+  for (int64_t j = 0; j < w; ++j) {
+    const T* a = in + 2 * j * C;
+    const T* b = bot + 2 * j * C;
+    T* d = out + j * C;
+    for (int64_t c = 0; c < C; ++c) d[c] = (((a[c] + a[C + c]) + b[c]) + b[C + c]) / T(4);
+  }
+}
+
+// Backward of pool_rows: each of the w*C pooled gradients / 4 to its four inputs in the pair of
+// rows out[0, L), out[L, 2L); positions beyond 2w (odd W) get 0.
+template <typename T>
+inline void unpool_rows(const T* __restrict src, int64_t L, int64_t w, int64_t C, T* __restrict out) {
+  T* bot = out + L;
+  for (int64_t j = 0; j < w; ++j) {
+    for (int64_t c = 0; c < C; ++c) {
+      const T v = src[j * C + c] / T(4);
+      out[2 * j * C + c] = v;
+      out[(2 * j + 1) * C + c] = v;
+      bot[2 * j * C + c] = v;
+      bot[(2 * j + 1) * C + c] = v;
+    }
+  }
+  for (int64_t k = 2 * w * C; k < L; ++k) out[k] = bot[k] = T(0);
+}
+
 template <typename T, bool kFused, bool kGain, bool kSoft, bool kMem>
 void forward_chunks(const T* cur, int64_t tstride, int64_t Tn, int64_t N, T th, const T* gain, T lam,
                     bool has_init, T v0, T* spikes, T* membrane) {
@@ -92,30 +145,44 @@ void forward_chunks(const T* cur, int64_t tstride, int64_t Tn, int64_t N, T th, 
     alignas(64) T v[kChunk];
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t b = c * kChunk, n = std::min(kChunk, N - b);
-      for (int64_t t = 0; t < Tn; ++t) {
-        const T* it = cur + t * tstride + b;
-        T* st = spikes + t * N + b;
-        T* mt = kMem ? membrane + t * N + b : nullptr;
-        const T gt = kGain ? gain[t] : T(1);
-        if (t == 0 && !has_init) {
-          step<T, kFused, kGain, kSoft, kMem, true>(it, gt, th, lam, v0, true, v, st, mt, n);
-        } else if (t == 0) {
-          step<T, kFused, kGain, kSoft, kMem, false>(it, gt, th, lam, v0, true, v, st, mt, n);
-        } else {
-          step<T, kFused, kGain, kSoft, kMem, false>(it, gt, th, lam, v0, false, v, st, mt, n);
-        }
-      }
+      forward_block<T, kFused, kGain, kSoft, kMem>(cur, tstride, Tn, N, b, n, th, gain, lam, has_init, v0, membrane, v,
+                                                   [&](int64_t t) { return spikes + t * N + b; }, [](int64_t) {});
     }
   });
 }
 
+// The neuron followed by 2x2 average pooling: the N neurons are P pairs of rows of length L
+// (W positions x C values, W even); the pooled spikes [T, P * (W / 2) * C] are written, the
+// spikes themselves only to a per-thread buffer.
+template <typename T, bool kFused, bool kGain, bool kSoft, bool kMem>
+void forward_pool_chunks(const T* cur, int64_t tstride, int64_t Tn, int64_t N, T th, const T* gain, T lam,
+                         bool has_init, T v0, int64_t L, int64_t C, T* pooled, T* membrane) {
+  const int64_t P = N / (2 * L), w = L / (2 * C), Np = P * w * C;
+  at::parallel_for(0, P, 1, [&](int64_t p0, int64_t p1) {
+    std::vector<T> v(2 * L), s(2 * L);
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t b = p * 2 * L;
+      forward_block<T, kFused, kGain, kSoft, kMem>(
+          cur, tstride, Tn, N, b, 2 * L, th, gain, lam, has_init, v0, membrane, v.data(),
+          [&](int64_t) { return s.data(); },
+          [&](int64_t t) { pool_rows<T>(s.data(), L, w, C, pooled + t * Np + p * w * C); });
+    }
+  });
+}
+
+// pool_L > 0: forward_pool_chunks with rows of pool_L values of pool_C channels, into `spikes`
+// (then the pooled spikes).
 template <typename T>
 void forward_impl(bool fused, const T* cur, int64_t tstride, int64_t Tn, int64_t N, T th, const T* gain, T lam,
-                  bool soft, bool has_init, T v0, T* spikes, T* membrane) {
+                  bool soft, bool has_init, T v0, T* spikes, T* membrane, int64_t pool_L = 0, int64_t pool_C = 1) {
   // 16 specialisations: fused x gain x soft x keep-membrane
 #define RSNN_FWD(F, G, S, M) \
-  if (fused == F && (gain != nullptr) == G && soft == S && (membrane != nullptr) == M) \
-    return forward_chunks<T, F, G, S, M>(cur, tstride, Tn, N, th, gain, lam, has_init, v0, spikes, membrane);
+  if (fused == F && (gain != nullptr) == G && soft == S && (membrane != nullptr) == M) { \
+    if (pool_L > 0) \
+      return forward_pool_chunks<T, F, G, S, M>(cur, tstride, Tn, N, th, gain, lam, has_init, v0, pool_L, pool_C, \
+                                                spikes, membrane); \
+    return forward_chunks<T, F, G, S, M>(cur, tstride, Tn, N, th, gain, lam, has_init, v0, spikes, membrane); \
+  }
 #define RSNN_FWD_M(F, G, S) RSNN_FWD(F, G, S, true) RSNN_FWD(F, G, S, false)
 #define RSNN_FWD_S(F, G) RSNN_FWD_M(F, G, true) RSNN_FWD_M(F, G, false)
 #define RSNN_FWD_G(F) RSNN_FWD_S(F, true) RSNN_FWD_S(F, false)
@@ -182,6 +249,49 @@ inline void bstep(const T* __restrict g_t, const T* __restrict m_t, const T* __r
   }
 }
 
+// The reverse-time recursion of the n neurons [b, b + n); grad_at(t) gives their n upstream
+// gradients of step t. gv, gm_buf, thc: n values of scratch. Writes the threshold sum into
+// *th_out, dL/dv[-1]'s sum into *gv_out and, with cur, the gain terms into gain_out[0..Tn).
+template <typename T, int kSg, bool kSoft, bool kDetach, typename GradAt>
+inline void backward_block(GradAt grad_at, const T* mem, const T* sg, int64_t Tn, int64_t N, int64_t b, int64_t n,
+                           T th, const T* gain, const T* cur, int64_t tstride, T lam, const SurrogateConsts<T>& sc,
+                           T* gi, bool sum_time, bool want_th, T* gv, T* gm_buf, T* thc, double* th_out,
+                           double* gain_out, double* gv_out) {
+  T* gsum = (gi && sum_time) ? gi + b : nullptr;
+  double th_acc = 0.0;
+  for (int64_t t = Tn - 1; t >= 0; --t) {
+    const T* g_t = grad_at(t);
+    const T* m_t = mem + t * N + b;
+    const T* sg_t = sg ? sg + t * N + b : nullptr;
+    // without a gain, dL/dI[t] = dL/dm[t]: write it straight into the output
+    T* gm = (gi && !gain && !sum_time) ? gi + t * N + b : gm_buf;
+    if (t == Tn - 1)
+      bstep<T, kSg, kSoft, kDetach, true>(g_t, m_t, sg_t, th, lam, sc, gv, gm, thc, n);
+    else
+      bstep<T, kSg, kSoft, kDetach, false>(g_t, m_t, sg_t, th, lam, sc, gv, gm, thc, n);
+    if (want_th) th_acc -= lane_sum(thc, n);
+    if (gi && sum_time) {
+      // one current repeated at every step: its gradient is the sum over t, kept per step in
+      // gsum (reverse time) and written once, [N] instead of [T, N]
+      if (gain) {
+        const T gt = gain[t];
+        if (t == Tn - 1) for (int64_t j = 0; j < n; ++j) gsum[j] = gm[j] * gt;
+        else for (int64_t j = 0; j < n; ++j) gsum[j] += gm[j] * gt;
+      } else {
+        if (t == Tn - 1) for (int64_t j = 0; j < n; ++j) gsum[j] = gm[j];
+        else for (int64_t j = 0; j < n; ++j) gsum[j] += gm[j];
+      }
+    } else if (gi && gain) {
+      T* gi_t = gi + t * N + b;
+      const T gt = gain[t];
+      for (int64_t j = 0; j < n; ++j) gi_t[j] = gm[j] * gt;
+    }
+    if (cur) gain_out[t] = lane_dot(gm, cur + t * tstride + b, n);
+  }
+  *th_out = th_acc;
+  *gv_out = lane_sum(gv, n);
+}
+
 template <typename T, int kSg, bool kSoft, bool kDetach>
 void backward_chunks(const T* gs, const T* mem, const T* sg, int64_t Tn, int64_t N, T th, const T* gain, const T* cur,
                      int64_t tstride, T lam, const SurrogateConsts<T>& sc, T* gi, bool sum_time, bool want_th,
@@ -193,51 +303,50 @@ void backward_chunks(const T* gs, const T* mem, const T* sg, int64_t Tn, int64_t
     alignas(64) T thc[kChunk];
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t b = c * kChunk, n = std::min(kChunk, N - b);
-      T* gsum = (gi && sum_time) ? gi + b : nullptr;
-      double th_acc = 0.0;
-      for (int64_t t = Tn - 1; t >= 0; --t) {
-        const T* g_t = gs + t * N + b;
-        const T* m_t = mem + t * N + b;
-        const T* sg_t = sg ? sg + t * N + b : nullptr;
-        // without a gain, dL/dI[t] = dL/dm[t]: write it straight into the output
-        T* gm = (gi && !gain && !sum_time) ? gi + t * N + b : gm_buf;
-        if (t == Tn - 1)
-          bstep<T, kSg, kSoft, kDetach, true>(g_t, m_t, sg_t, th, lam, sc, gv, gm, thc, n);
-        else
-          bstep<T, kSg, kSoft, kDetach, false>(g_t, m_t, sg_t, th, lam, sc, gv, gm, thc, n);
-        if (want_th) th_acc -= lane_sum(thc, n);
-        if (gi && sum_time) {
-          // one current repeated at every step: its gradient is the sum over t, kept per step in
-          // gsum (reverse time) and written once, [N] instead of [T, N]
-          if (gain) {
-            const T gt = gain[t];
-            if (t == Tn - 1) for (int64_t j = 0; j < n; ++j) gsum[j] = gm[j] * gt;
-            else for (int64_t j = 0; j < n; ++j) gsum[j] += gm[j] * gt;
-          } else {
-            if (t == Tn - 1) for (int64_t j = 0; j < n; ++j) gsum[j] = gm[j];
-            else for (int64_t j = 0; j < n; ++j) gsum[j] += gm[j];
-          }
-        } else if (gi && gain) {
-          T* gi_t = gi + t * N + b;
-          const T gt = gain[t];
-          for (int64_t j = 0; j < n; ++j) gi_t[j] = gm[j] * gt;
-        }
-        if (cur) gain_part[c * Tn + t] = lane_dot(gm, cur + t * tstride + b, n);
-      }
-      th_part[c] = th_acc;
-      gv_part[c] = lane_sum(gv, n);
+      backward_block<T, kSg, kSoft, kDetach>([&](int64_t t) { return gs + t * N + b; }, mem, sg, Tn, N, b, n, th, gain,
+                                             cur, tstride, lam, sc, gi, sum_time, want_th, gv, gm_buf, thc,
+                                             th_part + c, cur ? gain_part + c * Tn : nullptr, gv_part + c);
     }
   });
 }
 
+// Backward of forward_pool_chunks: gs is the pooled spikes' gradient [T, P * (W / 2) * C]; each
+// pooled value's gradient / 4 goes to its four neurons (avg_pool2d's backward), into a
+// per-thread buffer; one block per pair of rows (P parts).
+template <typename T, int kSg, bool kSoft, bool kDetach>
+void backward_pool_chunks(const T* gs, const T* mem, const T* sg, int64_t Tn, int64_t N, T th, const T* gain,
+                          const T* cur, int64_t tstride, T lam, const SurrogateConsts<T>& sc, T* gi, bool sum_time,
+                          bool want_th, double* th_part, double* gain_part, double* gv_part, int64_t L, int64_t C) {
+  const int64_t P = N / (2 * L), w = L / (2 * C), Np = P * w * C;
+  at::parallel_for(0, P, 1, [&](int64_t p0, int64_t p1) {
+    std::vector<T> gv(2 * L), gm_buf(2 * L), thc(2 * L), g(2 * L);
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t b = p * 2 * L;
+      auto grad_at = [&](int64_t t) {
+        unpool_rows<T>(gs + t * Np + p * w * C, L, w, C, g.data());
+        return static_cast<const T*>(g.data());
+      };
+      backward_block<T, kSg, kSoft, kDetach>(grad_at, mem, sg, Tn, N, b, 2 * L, th, gain, cur, tstride, lam, sc, gi,
+                                             sum_time, want_th, gv.data(), gm_buf.data(), thc.data(), th_part + p,
+                                             cur ? gain_part + p * Tn : nullptr, gv_part + p);
+    }
+  });
+}
+
+// pool_L > 0: backward_pool_chunks (gs is the pooled gradient; th_part etc. have one entry per pair of rows).
 template <typename T>
 void backward_impl(int sg, bool soft, bool detach, const T* gs, const T* mem, const T* given, int64_t Tn, int64_t N, T th,
                    const T* gain, const T* cur, int64_t tstride, T lam, const SurrogateConsts<T>& sc, T* gi,
-                   bool sum_time, bool want_th, double* th_part, double* gain_part, double* gv_part) {
+                   bool sum_time, bool want_th, double* th_part, double* gain_part, double* gv_part,
+                   int64_t pool_L = 0, int64_t pool_C = 1) {
 #define RSNN_BWD(G, S, D) \
-  if (sg == G && soft == S && detach == D) \
+  if (sg == G && soft == S && detach == D) { \
+    if (pool_L > 0) \
+      return backward_pool_chunks<T, G, S, D>(gs, mem, given, Tn, N, th, gain, cur, tstride, lam, sc, gi, sum_time, \
+                                              want_th, th_part, gain_part, gv_part, pool_L, pool_C); \
     return backward_chunks<T, G, S, D>(gs, mem, given, Tn, N, th, gain, cur, tstride, lam, sc, gi, sum_time, want_th, \
-                                       th_part, gain_part, gv_part);
+                                       th_part, gain_part, gv_part); \
+  }
 #define RSNN_BWD_SD(G) RSNN_BWD(G, true, true) RSNN_BWD(G, true, false) RSNN_BWD(G, false, true) \
   RSNN_BWD(G, false, false)
   RSNN_BWD_SD(TRIANGLE)
@@ -261,14 +370,18 @@ void check(const torch::Tensor& x, const char* what) {
 }  // namespace
 
 // current: [T, N] or, with broadcast, [N] (the same current at every step).
-// Returns (spikes [T, N], membrane [T, N] or an empty tensor).
-std::vector<torch::Tensor> lif_forward(torch::Tensor current, int64_t Tn, bool broadcast, double threshold,
+// Returns (spikes [T, N], membrane [T, N] or an empty tensor). pool_L > 0: the spikes are
+// pooled 2x2 / stride 2 (forward_pool_chunks): [T, N / 4].
+std::vector<torch::Tensor> forward_any(torch::Tensor current, int64_t Tn, bool broadcast, double threshold,
                                        c10::optional<torch::Tensor> gain, double lam, bool soft, bool has_init,
-                                       double v0, bool keep_membrane, bool fused) {
+                                       double v0, bool keep_membrane, bool fused, int64_t pool_L, int64_t pool_C) {
   check(current, "current");
   const int64_t N = broadcast ? current.numel() : current.numel() / std::max<int64_t>(Tn, 1);
+  if (pool_L > 0)
+    TORCH_CHECK(pool_C > 0 && pool_L % (2 * pool_C) == 0 && N % (2 * pool_L) == 0,
+                "pooled neurons need pairs of rows of an even number of positions");
   auto opts = current.options();
-  auto spikes = torch::empty({Tn, N}, opts);
+  auto spikes = torch::empty({Tn, pool_L > 0 ? N / 4 : N}, opts);
   auto membrane = keep_membrane ? torch::empty({Tn, N}, opts) : torch::empty({0}, opts);
   const int64_t tstride = broadcast ? 0 : N;
   AT_DISPATCH_FLOATING_TYPES(current.scalar_type(), "lif_forward", [&] {
@@ -281,23 +394,32 @@ std::vector<torch::Tensor> lif_forward(torch::Tensor current, int64_t Tn, bool b
     }
     forward_impl<scalar_t>(fused, current.data_ptr<scalar_t>(), tstride, Tn, N, static_cast<scalar_t>(threshold), g,
        static_cast<scalar_t>(lam), soft, has_init, static_cast<scalar_t>(v0), spikes.data_ptr<scalar_t>(),
-       keep_membrane ? membrane.data_ptr<scalar_t>() : nullptr);
+       keep_membrane ? membrane.data_ptr<scalar_t>() : nullptr, pool_L, pool_C);
   });
   return {spikes, membrane};
+}
+
+std::vector<torch::Tensor> lif_forward(torch::Tensor current, int64_t Tn, bool broadcast, double threshold,
+                                       c10::optional<torch::Tensor> gain, double lam, bool soft, bool has_init,
+                                       double v0, bool keep_membrane, bool fused) {
+  return forward_any(current, Tn, broadcast, threshold, gain, lam, soft, has_init, v0, keep_membrane, fused, 0, 1);
 }
 
 // Returns (grad_current [T, N], or with sum_time [N] = its sum over t (the gradient of a current
 // repeated at every step), or empty; grad_threshold [] (without the init term); grad_gain [T] or
 // empty; sum over neurons of dL/dv[-1] (0-dim, for the init term)).
-std::vector<torch::Tensor> lif_backward(torch::Tensor grad_spikes, torch::Tensor membrane, double threshold,
+std::vector<torch::Tensor> backward_any(torch::Tensor grad_spikes, torch::Tensor membrane, double threshold,
                                         c10::optional<torch::Tensor> gain, c10::optional<torch::Tensor> current,
                                         bool broadcast, double lam, bool soft, bool detach_reset, int64_t surrogate,
                                         double width, double alpha, bool want_current, bool want_threshold,
-                                        bool sum_time, c10::optional<torch::Tensor> given) {
+                                        bool sum_time, c10::optional<torch::Tensor> given,
+                                        int64_t pool_L, int64_t pool_C) {
   check(grad_spikes, "grad_spikes");
   check(membrane, "membrane");
   const int64_t Tn = membrane.size(0), N = membrane.size(1);
-  const int64_t chunks = (N + kChunk - 1) / kChunk;
+  const int64_t chunks = pool_L > 0 ? N / (2 * pool_L) : (N + kChunk - 1) / kChunk;
+  if (pool_L > 0)
+    TORCH_CHECK(grad_spikes.numel() * 4 == Tn * N, "the pooled gradient must be [T, N / 4]");
   auto opts = membrane.options();
   auto dopts = opts.dtype(torch::kFloat64);
   auto gi = want_current ? (sum_time ? torch::empty({N}, opts) : torch::empty({Tn, N}, opts)) : torch::empty({0}, opts);
@@ -331,70 +453,94 @@ std::vector<torch::Tensor> lif_backward(torch::Tensor grad_spikes, torch::Tensor
                             broadcast ? 0 : N, static_cast<scalar_t>(lam), sc,
                             want_current ? gi.data_ptr<scalar_t>() : nullptr, sum_time, want_threshold,
                             th_part.data_ptr<double>(), want_gain ? gain_part.data_ptr<double>() : nullptr,
-                            gv_part.data_ptr<double>());
+                            gv_part.data_ptr<double>(), pool_L, pool_C);
   });
   auto grad_gain = want_gain ? gain_part.sum(0).to(opts.dtype()) : torch::empty({0}, opts);
   return {gi, th_part.sum().to(opts.dtype()), grad_gain, gv_part.sum().to(opts.dtype())};
 }
 
-// 2x2 average pooling, stride 2, no padding (floor), on contiguous [..., H, W]: the sum runs
-// in torch's order ((x00 + x01) + x10) + x11, then / 4, so values are avg_pool2d's bit for bit.
-torch::Tensor pool2_forward(torch::Tensor x) {
-  check(x, "x");
-  TORCH_CHECK(x.dim() >= 2, "pool2 needs [..., H, W]");
-  const int64_t H = x.size(-2), W = x.size(-1), h = H / 2, w = W / 2;
-  const int64_t P = x.numel() / std::max<int64_t>(H * W, 1);
-  auto sizes = x.sizes().vec();
-  sizes[sizes.size() - 2] = h;
-  sizes[sizes.size() - 1] = w;
-  auto out = torch::empty(sizes, x.options());
+std::vector<torch::Tensor> lif_backward(torch::Tensor grad_spikes, torch::Tensor membrane, double threshold,
+                                        c10::optional<torch::Tensor> gain, c10::optional<torch::Tensor> current,
+                                        bool broadcast, double lam, bool soft, bool detach_reset, int64_t surrogate,
+                                        double width, double alpha, bool want_current, bool want_threshold,
+                                        bool sum_time, c10::optional<torch::Tensor> given) {
+  return backward_any(grad_spikes, membrane, threshold, gain, current, broadcast, lam, soft, detach_reset, surrogate,
+                      width, alpha, want_current, want_threshold, sum_time, given, 0, 1);
+}
+
+// 2x2 average pooling, stride 2, no padding (floor), as pairs of rows (pool_rows): planes of H
+// rows of L values, a row being W positions of C values. The sum runs in torch's order
+// ((x00 + x01) + x10) + x11, then / 4, so values are avg_pool2d's bit for bit on either layout.
+torch::Tensor pool2_planes(const torch::Tensor& x, int64_t planes, int64_t H, int64_t W, int64_t C,
+                           std::vector<int64_t> out_sizes) {
+  const int64_t h = H / 2, w = W / 2, L = W * C;
+  auto out = torch::empty(out_sizes, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pool2_forward", [&] {
     const scalar_t* in = x.data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
-    at::parallel_for(0, P * h, 64, [&](int64_t r0, int64_t r1) {
+    at::parallel_for(0, planes * h, 16, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t p = r / h, i = r % h;
-        const scalar_t* a = in + p * H * W + 2 * i * W;
-        const scalar_t* b = a + W;
-        scalar_t* dst = o + p * h * w + i * w;
-        for (int64_t j = 0; j < w; ++j)
-          dst[j] = (((a[2 * j] + a[2 * j + 1]) + b[2 * j]) + b[2 * j + 1]) / scalar_t(4);
+        pool_rows<scalar_t>(in + (p * H + 2 * i) * L, L, w, C, o + (p * h + i) * w * C);
       }
     });
   });
   return out;
 }
 
-torch::Tensor pool2_backward(torch::Tensor g, int64_t H, int64_t W) {
-  check(g, "grad");
-  const int64_t h = g.size(-2), w = g.size(-1);
-  const int64_t P = g.numel() / std::max<int64_t>(h * w, 1);
-  auto sizes = g.sizes().vec();
-  sizes[sizes.size() - 2] = H;
-  sizes[sizes.size() - 1] = W;
-  auto out = torch::empty(sizes, g.options());
+// Backward of pool2_planes: each pooled gradient / 4 to its four inputs; rows and columns that
+// the floor left out (odd H or W) get 0.
+torch::Tensor unpool2_planes(const torch::Tensor& g, int64_t planes, int64_t H, int64_t W, int64_t C,
+                             std::vector<int64_t> out_sizes) {
+  const int64_t h = H / 2, w = W / 2, L = W * C;
+  auto out = torch::empty(out_sizes, g.options());
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "pool2_backward", [&] {
     const scalar_t* gi = g.data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
-    at::parallel_for(0, P * H, 64, [&](int64_t r0, int64_t r1) {
+    at::parallel_for(0, planes * h, 16, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
-        const int64_t p = r / H, y = r % H, i = y / 2;
-        scalar_t* dst = o + p * H * W + y * W;
-        if (i >= h) {  // odd H: the last row is not pooled
-          for (int64_t x = 0; x < W; ++x) dst[x] = scalar_t(0);
-          continue;
-        }
-        const scalar_t* src = gi + p * h * w + i * w;
-        for (int64_t j = 0; j < w; ++j) {
-          const scalar_t v = src[j] / scalar_t(4);
-          dst[2 * j] = v;
-          dst[2 * j + 1] = v;
-        }
-        for (int64_t x = 2 * w; x < W; ++x) dst[x] = scalar_t(0);
+        const int64_t p = r / h, i = r % h;
+        unpool_rows<scalar_t>(gi + (p * h + i) * w * C, L, w, C, o + (p * H + 2 * i) * L);
+        if (H % 2 && i == h - 1) std::fill_n(o + (p * H + H - 1) * L, L, scalar_t(0));
       }
     });
+    if (h == 0) std::fill_n(o, out.numel(), scalar_t(0));
   });
   return out;
+}
+
+// On contiguous [..., H, W] (rows of W values).
+torch::Tensor pool2_forward(torch::Tensor x) {
+  check(x, "x");
+  TORCH_CHECK(x.dim() >= 2, "pool2 needs [..., H, W]");
+  const int64_t H = x.size(-2), W = x.size(-1);
+  auto sizes = x.sizes().vec();
+  sizes[sizes.size() - 2] = H / 2;
+  sizes[sizes.size() - 1] = W / 2;
+  return pool2_planes(x, x.numel() / std::max<int64_t>(H * W, 1), H, W, 1, sizes);
+}
+
+torch::Tensor pool2_backward(torch::Tensor g, int64_t H, int64_t W) {
+  check(g, "grad");
+  const int64_t h = g.size(-2), w = g.size(-1);
+  auto sizes = g.sizes().vec();
+  sizes[sizes.size() - 2] = H;
+  sizes[sizes.size() - 1] = W;
+  return unpool2_planes(g, g.numel() / std::max<int64_t>(h * w, 1), H, W, 1, sizes);
+}
+
+// On channels-last maps, contiguous [N, H, W, C] -> [N, H / 2, W / 2, C] (rows of W*C values).
+torch::Tensor pool2_forward_nhwc(torch::Tensor x) {
+  check(x, "x");
+  TORCH_CHECK(x.dim() == 4, "pool2_nhwc needs [N, H, W, C]");
+  const int64_t N = x.size(0), H = x.size(1), W = x.size(2), C = x.size(3);
+  return pool2_planes(x, N, H, W, C, {N, H / 2, W / 2, C});
+}
+
+torch::Tensor pool2_backward_nhwc(torch::Tensor g, int64_t H, int64_t W) {
+  check(g, "grad");
+  TORCH_CHECK(g.dim() == 4, "pool2_nhwc needs [N, h, w, C]");
+  return unpool2_planes(g, g.size(0), H, W, g.size(3), {g.size(0), H, W, g.size(3)});
 }
 
 template <typename T>
@@ -447,7 +593,11 @@ torch::Tensor assg_step(torch::Tensor u, double threshold, torch::Tensor M, torc
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &lif_forward, "fused multi-step LIF forward");
   m.def("backward", &lif_backward, "fused multi-step LIF surrogate backward");
+  m.def("forward_pool", &forward_any, "forward, then 2x2 average pooling of the spikes (pool_L, pool_C)");
+  m.def("backward_pool", &backward_any, "backward from the pooled spikes' gradient (pool_L, pool_C)");
   m.def("pool2_forward", &pool2_forward, "2x2 average pooling, stride 2");
   m.def("pool2_backward", &pool2_backward, "backward of pool2_forward");
+  m.def("pool2_forward_nhwc", &pool2_forward_nhwc, "2x2 average pooling, stride 2, channels-last [N, H, W, C]");
+  m.def("pool2_backward_nhwc", &pool2_backward_nhwc, "backward of pool2_forward_nhwc");
   m.def("assg_step", &assg_step, "ASSG running statistics and atan derivative, one pass");
 }

@@ -6,8 +6,6 @@ conv(C->32, 3x3) - BN - act - avgpool2 - conv(32->64, 3x3) - BN - act - avgpool2
 
 from __future__ import annotations
 
-from torch import nn
-
 from .. import layers as L
 from .base import ActivationFactory, ModelConfig, scaled_channels
 from .registry import register
@@ -19,7 +17,7 @@ def small_cnn(config: ModelConfig, act: ActivationFactory) -> nn.Module:
     """Body of the small CNN; input [B, C, H, W] or [T, B, C, H, W], H divisible by 4."""
     c1, c2, h = scaled_channels(config, 32), scaled_channels(config, 64), scaled_channels(config, 128)
     side = config.image_size // 4
-    return nn.Sequential(
+    return L.Sequential(
         L.Conv2d(config.in_channels, c1, 3, padding=1, bias=False),
         L.BatchNorm2d(c1),
         act(),

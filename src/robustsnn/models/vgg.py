@@ -61,7 +61,7 @@ def _features(config: ModelConfig, act: ActivationFactory, spec: list) -> tuple[
             out = scaled_channels(config, item)
             layers += [L.Conv2d(c, out, 3, padding=1, bias=False), L.BatchNorm2d(out), act()]
             c = out
-    return nn.Sequential(*layers), c, side
+    return L.Sequential(*layers), c, side
 
 
 
