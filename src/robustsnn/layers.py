@@ -106,7 +106,7 @@ class Conv2d(nn.Conv2d):
             return super().forward(x)
         w = self.weight
         if w.shape[1] == 1:  # one input channel: NCHW strides pass for NHWC, so give w's C a stride of 1
-            w = w.view(w.shape[0], *w.shape[2:], 1).permute(0, 3, 1, 2)
+            w = w.reshape(w.shape[0], *w.shape[2:], 1).permute(0, 3, 1, 2)
         else:
             x = x.contiguous(memory_format=torch.channels_last)
         return self._conv_forward(x, w, self.bias)
