@@ -18,26 +18,22 @@ CPU float32/float64 inputs in training (or without running statistics) and torch
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
+from contextlib import AbstractContextManager
 
 import torch
+
 from torch import nn
+
+from .switches import switched
 
 __all__ = ["batch_norm_train", "batch_norm_forward", "fast_batchnorm"]
 
 _FAST = {"on": True}
 
 
-@contextmanager
-def fast_batchnorm(enabled: bool = True) -> Iterator[None]:
+def fast_batchnorm(enabled: bool = True) -> AbstractContextManager[None]:
     """Use the two-pass CPU batch norm (True) or torch's (False) inside the block."""
-    saved = _FAST["on"]
-    _FAST["on"] = bool(enabled)
-    try:
-        yield
-    finally:
-        _FAST["on"] = saved
+    return switched(_FAST, "on", bool(enabled))
 
 
 def _is_channels_last(x: torch.Tensor) -> bool:

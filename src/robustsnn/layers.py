@@ -18,8 +18,7 @@ T*B*H*W values, as torch would. :func:`time_broadcast` turns this off (for bench
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
+from contextlib import AbstractContextManager
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +28,7 @@ from . import kernels
 from .timerepeat import is_time_broadcast, repeat_over_time, repeated_source, time_broadcast
 from .batchnorm import batch_norm_forward
 from .layout import wants_channels_last
+from .switches import switched
 
 __all__ = [
     "Sequential",
@@ -227,16 +227,10 @@ class Normalize(nn.Module):
 _FUSE = {"on": True}
 
 
-@contextmanager
-def fused_pooling(enabled: bool = True) -> Iterator[None]:
+def fused_pooling(enabled: bool = True) -> AbstractContextManager[None]:
     """Run a spiking neuron and the 2x2 pooling after it as one kernel call (:class:`Sequential`),
     or as two modules (False), inside the block."""
-    saved = _FUSE["on"]
-    _FUSE["on"] = bool(enabled)
-    try:
-        yield
-    finally:
-        _FUSE["on"] = saved
+    return switched(_FUSE, "on", bool(enabled))
 
 
 def _hooked(module: nn.Module) -> bool:

@@ -10,25 +10,20 @@ turns the path off (layers then run on the T copies).
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
+from contextlib import AbstractContextManager
 
 import torch
+
+from .switches import switched
 
 __all__ = ["time_broadcast", "is_time_broadcast", "repeat_over_time", "repeated_source"]
 
 _SHARE = {"on": True}
 
 
-@contextmanager
-def time_broadcast(enabled: bool = True) -> Iterator[None]:
+def time_broadcast(enabled: bool = True) -> AbstractContextManager[None]:
     """Turn the compute-once path for time-repeated inputs on or off inside the block."""
-    saved = _SHARE["on"]
-    _SHARE["on"] = bool(enabled)
-    try:
-        yield
-    finally:
-        _SHARE["on"] = saved
+    return switched(_SHARE, "on", bool(enabled))
 
 
 def is_time_broadcast(x: torch.Tensor, ann_dims: int) -> bool:
