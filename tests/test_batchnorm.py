@@ -96,3 +96,27 @@ def test_eval_and_fallbacks_are_torch_exactly():
     assert int(a.num_batches_tracked) == 1 and torch.isfinite(y.float()).all()
     with pytest.raises(ValueError, match="more than 1 value"):
         batch_norm_forward(a, torch.randn(1, 3, 1, 1))  # torch's own error, not ours
+
+
+@pytest.mark.parametrize("last", [False, True])
+def test_statistics_do_not_depend_on_the_thread_count(last):
+    """The kernel adds its float64 partial sums in a fixed block order: same bits at 1 and 2 threads,
+    on NCHW and channels-last inputs, and equal to torch's batch norm to float32 rounding."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(300, 24, 7, 9, generator=g) * 2 + 3
+    if last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w, b = torch.rand(24, generator=g) + 0.5, torch.randn(24, generator=g)
+    saved = torch.get_num_threads()
+    try:
+        out = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            out.append(batch_norm_train(x, w, b))
+    finally:
+        torch.set_num_threads(saved)
+    for a, c in zip(*out):
+        assert torch.equal(a, c)
+    ref = torch.nn.functional.batch_norm(x, None, None, w, b, training=True)
+    torch.testing.assert_close(out[0][0], ref, rtol=1e-5, atol=1e-5)
+    assert out[0][0].is_contiguous(memory_format=torch.channels_last if last else torch.contiguous_format)

@@ -543,6 +543,96 @@ torch::Tensor pool2_backward_nhwc(torch::Tensor g, int64_t H, int64_t W) {
   return unpool2_planes(g, g.size(0), H, W, g.size(3), {g.size(0), H, W, g.size(3)});
 }
 
+// Training batch norm's forward (robustsnn.batchnorm) in three passes over x, viewed as
+// [outer, C, inner] (NCHW: outer = N, inner = H*W; channels-last: outer = N*H*W, inner = 1):
+// the mean, the biased variance of the centred values (x - mean, squared in T, summed in
+// double), and y = bias + (x - mean) * (invstd * weight). Partial sums are kept per block of
+// `outer` and added in block order, so results do not depend on the number of threads.
+// Returns (y like x, mean [C] double, var [C] double, mean [C] in x's dtype, invstd [C] in x's dtype).
+std::vector<torch::Tensor> bn_forward(torch::Tensor x, c10::optional<torch::Tensor> weight,
+                                      c10::optional<torch::Tensor> bias, double eps, int64_t C, int64_t inner) {
+  TORCH_CHECK(x.device().is_cpu(), "x must be on the CPU");
+  TORCH_CHECK(x.is_contiguous() || x.is_contiguous(at::MemoryFormat::ChannelsLast), "x must be dense");
+  const int64_t outer = x.numel() / std::max<int64_t>(C * inner, 1), count = outer * inner;
+  constexpr int64_t kRows = 64;
+  const int64_t blocks = (outer + kRows - 1) / kRows;
+  auto dopts = x.options().dtype(torch::kFloat64);
+  auto part = torch::zeros({blocks, C}, dopts);
+  auto y = torch::empty_like(x);
+  auto mean_t = torch::empty({C}, x.options()), invstd_t = torch::empty({C}, x.options());
+  torch::Tensor mean64, var64;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bn_forward", [&] {
+    using T = scalar_t;
+    const T* in = x.data_ptr<T>();
+    double* pp = part.data_ptr<double>();
+    T* mt = mean_t.data_ptr<T>();
+    auto reduce = [&](auto&& add_block) {  // part[block][c] = sum of the block's terms of channel c
+      part.zero_();
+      at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) add_block(b * kRows, std::min(outer, (b + 1) * kRows), pp + b * C);
+      });
+      auto tot = torch::zeros({C}, dopts);  // added in block order, whatever the thread count
+      double* t = tot.data_ptr<double>();
+      for (int64_t b = 0; b < blocks; ++b)
+        for (int64_t c = 0; c < C; ++c) t[c] += pp[b * C + c];
+      return tot;
+    };
+    mean64 = reduce([&](int64_t o0, int64_t o1, double* acc) {
+      for (int64_t o = o0; o < o1; ++o) {
+        const T* row = in + o * C * inner;
+        if (inner == 1) {
+          for (int64_t c = 0; c < C; ++c) acc[c] += static_cast<double>(row[c]);
+        } else {
+          for (int64_t c = 0; c < C; ++c) acc[c] += lane_sum(row + c * inner, inner);
+        }
+      }
+    }) / static_cast<double>(count);
+    const double* m64 = mean64.data_ptr<double>();
+    for (int64_t c = 0; c < C; ++c) mt[c] = static_cast<T>(m64[c]);
+    var64 = reduce([&](int64_t o0, int64_t o1, double* acc) {
+      std::vector<T> d(inner == 1 ? C : inner);
+      for (int64_t o = o0; o < o1; ++o) {
+        const T* row = in + o * C * inner;
+        if (inner == 1) {
+          for (int64_t c = 0; c < C; ++c) d[c] = row[c] - mt[c];
+          for (int64_t c = 0; c < C; ++c) acc[c] += static_cast<double>(d[c] * d[c]);
+        } else {
+          for (int64_t c = 0; c < C; ++c) {
+            for (int64_t i = 0; i < inner; ++i) d[i] = row[c * inner + i] - mt[c];
+            acc[c] += lane_dot(d.data(), d.data(), inner);
+          }
+        }
+      }
+    }) / static_cast<double>(count);
+    const double* v64 = var64.data_ptr<double>();
+    T* is = invstd_t.data_ptr<T>();
+    std::vector<T> scale(C), shift(C, T(0));
+    const T* w = weight.has_value() ? weight->data_ptr<T>() : nullptr;
+    const T* bb = bias.has_value() ? bias->data_ptr<T>() : nullptr;
+    for (int64_t c = 0; c < C; ++c) {
+      is[c] = static_cast<T>(1.0 / std::sqrt(v64[c] + eps));
+      scale[c] = w ? is[c] * w[c] : is[c];
+      if (bb) shift[c] = bb[c];
+    }
+    T* out = y.data_ptr<T>();
+    at::parallel_for(0, outer, 16, [&](int64_t o0, int64_t o1) {
+      for (int64_t o = o0; o < o1; ++o) {
+        const T* row = in + o * C * inner;
+        T* dst = out + o * C * inner;
+        if (inner == 1) {
+          for (int64_t c = 0; c < C; ++c) dst[c] = shift[c] + (row[c] - mt[c]) * scale[c];
+        } else {
+          for (int64_t c = 0; c < C; ++c) {
+            const T m = mt[c], sc = scale[c], sh = shift[c];
+            for (int64_t i = 0; i < inner; ++i) dst[c * inner + i] = sh + (row[c * inner + i] - m) * sc;
+          }
+        }
+      }
+    });
+  });
+  return {y, mean64, var64, mean_t, invstd_t};
+}
+
 template <typename T>
 inline void assg_chunk(const T* __restrict mem, T th, T* __restrict mp, T* __restrict dp, T* __restrict out, int64_t n,
                        T b1, T c1, T b2, T c2, T r, T eps, T pi, T tan_pa, T half_a, T pi_half_a) {
@@ -599,5 +689,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pool2_backward", &pool2_backward, "backward of pool2_forward");
   m.def("pool2_forward_nhwc", &pool2_forward_nhwc, "2x2 average pooling, stride 2, channels-last [N, H, W, C]");
   m.def("pool2_backward_nhwc", &pool2_backward_nhwc, "backward of pool2_forward_nhwc");
+  m.def("bn_forward", &bn_forward, "training batch norm forward: three passes, statistics in double");
   m.def("assg_step", &assg_step, "ASSG running statistics and atan derivative, one pass");
 }
