@@ -255,15 +255,7 @@ def _run_forward(current, threshold, gain, lam, soft, keep_membrane, init=0.0, p
             return spikes.view(current.shape), (membrane.view(current.shape) if keep_membrane else None), None
         spikes, membrane = _forward_loop(current, threshold, gain, lam, soft, keep_membrane, init)
         return spikes, membrane, None
-    base, bcast, order = _kernel_input(current)
-    th = threshold.detach()
-    v0 = float(th * init) if init else 0.0
-    g = None if gain is None else gain.detach()
-    spikes, membrane = mod.forward(base, current.shape[0], bcast, float(th), g, float(lam), soft, bool(init), v0,
-                                   keep_membrane, kernels.fused_update())
-    spikes = from_rows(spikes, current.shape, order)
-    membrane = from_rows(membrane, current.shape, order) if keep_membrane else None
-    return spikes, membrane, (base, bcast, order)
+    return _kernel_forward(mod, current, threshold, gain, lam, soft, keep_membrane, init)
 
 
 def _run_forward_pooled(mod, current, threshold, gain, lam, soft, keep_membrane, init):
@@ -271,16 +263,26 @@ def _run_forward_pooled(mod, current, threshold, gain, lam, soft, keep_membrane,
     if mod is None or rows is None or (gain is not None and gain.dtype != current.dtype):
         raise ValueError("pooled spikes need the compiled kernel and [T, B, C, H, W] with even H and W "
                          "(robustsnn.neurons.pool_rows)")
+    return _kernel_forward(mod, current, threshold, gain, lam, soft, keep_membrane, init, rows)
+
+
+def _kernel_forward(mod, current, threshold, gain, lam, soft, keep_membrane, init, rows=None):
+    """One call of the compiled kernel's forward (with ``rows``: the pooled one); outputs laid out as ``current``."""
     base, bcast, order = _kernel_input(current)
     th = threshold.detach()
     v0 = float(th * init) if init else 0.0
     g = None if gain is None else gain.detach()
-    pooled, membrane = mod.forward_pool(base, current.shape[0], bcast, float(th), g, float(lam), soft, bool(init), v0,
-                                        keep_membrane, kernels.fused_update(), *rows)
-    shape = (*current.shape[:3], current.shape[3] // 2, current.shape[4] // 2)
-    pooled = from_rows(pooled, shape, order)
+    args = (base, current.shape[0], bcast, float(th), g, float(lam), soft, bool(init), v0, keep_membrane,
+            kernels.fused_update())
+    shape = current.shape
+    if rows is None:
+        spikes, membrane = mod.forward(*args)
+    else:
+        spikes, membrane = mod.forward_pool(*args, *rows)
+        shape = (*shape[:3], shape[3] // 2, shape[4] // 2)
+    spikes = from_rows(spikes, shape, order)
     membrane = from_rows(membrane, current.shape, order) if keep_membrane else None
-    return pooled, membrane, (base, bcast, order)
+    return spikes, membrane, (base, bcast, order)
 
 
 class _MultiStepSpike(torch.autograd.Function):
