@@ -71,8 +71,7 @@ def test_accuracy_rising_with_eps_trips_the_monotonicity_check():
     assert check_eps_monotone([(0.1, 0.3)], n=200) is None
 
 
-def _ensemble(*accs_white_box) -> EnsembleResult:
-    n = 1000
+def _ensemble(*accs_white_box, n: int = 1000) -> EnsembleResult:
     accs = [acc for acc, _ in accs_white_box]
     members = [MemberRecord(i, f"member{i}", wb, attacked=n, running_acc=acc, broke=round(((accs[i - 1] if i else 1.0) - acc) * n))
                for i, (acc, wb) in enumerate(accs_white_box)]
@@ -88,6 +87,9 @@ def test_estimator_gap_trips_when_later_estimators_break_what_the_first_left():
     # a typical robust row: 59.2 % -> 53.1 % (the black-box member's breaks do not count here)
     assert not check_estimator_gap(_ensemble((0.592, True), (0.531, True), (0.30, False))).tripped
     assert not check_estimator_gap(_ensemble((0.04, True), (0.025, True))).tripped  # under the 2-point floor
+    # two images of 64: above the 2-point floor, but noise; four are not
+    assert not check_estimator_gap(_ensemble((3 / 64, True), (1 / 64, True), n=64)).tripped
+    assert check_estimator_gap(_ensemble((5 / 64, True), (1 / 64, True), n=64)).tripped
     assert check_estimator_gap(_ensemble((0.5, True), (0.1, False))) is None  # one white-box member
     # strongest runs Square between white-box members: its breaks are not the estimators'
     assert not check_estimator_gap(_ensemble((0.5, True), (0.1, False), (0.09, True))).tripped

@@ -184,9 +184,11 @@ def check_black_box(result: EnsembleResult, threshold: float = 0.002) -> Check |
                  {"broke": broke, "members": [r.label for r in late_black], "probe": False})
 
 
-def check_estimator_gap(result: EnsembleResult, share: float = 0.25, floor: float = 0.02) -> Check | None:
+def check_estimator_gap(result: EnsembleResult, share: float = 0.25, floor: float = 0.02,
+                        min_samples: int = 3) -> Check | None:
     """Trips if the later white-box members lower the accuracy the first one left by more than
-    ``share`` of it (and by more than ``floor``, in accuracy units).
+    ``share`` of it (and by more than ``floor``, in accuracy units, and by at least ``min_samples``
+    images: on a few dozen images a difference of one or two is noise, not masking).
 
     A model that keeps 48 % against its own surrogate's PGD and 4 % against the other estimators
     masks that surrogate's gradient; the ensemble's number stands, a single-attack number does not.
@@ -201,7 +203,7 @@ def check_estimator_gap(result: EnsembleResult, share: float = 0.25, floor: floa
     first, after = first_left / n, (first_left - sum(r.broke for r in white[1:])) / n
     gap = first - after
     limit = max(share * first, floor)
-    tripped = gap > limit
+    tripped = gap > limit and round(gap * n) >= min_samples
     msg = (
         f"{white[0].label} alone left {first:.1%}, the other white-box members {after:.1%}: this model masks that "
         f"member's gradient, so a single-attack number (e.g. PGD-10 in a training log) overstates its robustness by "
