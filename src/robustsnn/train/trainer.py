@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -348,7 +349,10 @@ def fit(
         raise
     finally:
         if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
+            # failing (a lost peer): the launcher's SIGTERM must not kill this rank before its error
+            # (which names the checkpoint to --resume from) is printed; it exits right after
+            failing = sys.exc_info()[0] is not None and world > 1
+            signal.signal(signal.SIGTERM, signal.SIG_IGN if failing else old_term)
         if bar:
             bar.stop()
     return history
