@@ -94,7 +94,7 @@ LAM = 0.99
 def path(kernel: str | None, share: bool | None, malloc: str | None = None, bn: bool | None = None,
          layout: str | None = None, fuse: bool | None = None):
     """Neuron backend (cpp / torch), compute-once encoder on/off, glibc allocator ("system" /
-    "tuned", :mod:`robustsnn.allocator`), two-pass CPU batch norm on/off
+    "tuned", :mod:`robustsnn.allocator`), three-pass CPU batch norm on/off
     (:mod:`robustsnn.batchnorm`), channels-last mode (:mod:`robustsnn.layout`) and the fused
     neuron + 2x2 pooling on/off (:class:`robustsnn.layers.Sequential`), where this version has them."""
     stack = contextlib.ExitStack()

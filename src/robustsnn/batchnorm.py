@@ -23,9 +23,10 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 
 import torch
-
 from torch import nn
 
+from . import kernels
+from .layout import is_channels_last
 from .switches import switched
 
 __all__ = ["batch_norm_train", "batch_norm_forward", "fast_batchnorm"]
@@ -34,67 +35,48 @@ _FAST = {"on": True}
 
 
 def fast_batchnorm(enabled: bool = True) -> AbstractContextManager[None]:
-    """Use the two-pass CPU batch norm (True) or torch's (False) inside the block."""
+    """Use the three-pass CPU batch norm (True) or torch's (False) inside the block."""
     return switched(_FAST, "on", bool(enabled))
 
 
-def _is_channels_last(x: torch.Tensor) -> bool:
-    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-
-
-def _statistics_rows(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """``x`` [N, C, ...] as a view [N, L, C] (channels-last) or [N, C, L] (contiguous), and which."""
-    if _is_channels_last(x):
-        return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1]), True
-    return x.reshape(x.shape[0], x.shape[1], -1), False
-
-
 def _kernel_forward(x, weight, bias, eps):
-    """The three-pass forward of the compiled kernel (robustsnn.kernels), or None where it does not run."""
-    from . import kernels
-
+    """(y, mean64, var64, mean, invstd) from the compiled kernel's three passes, or None without the kernel."""
     mod = kernels.get() if kernels.supports(x) else None
-    if mod is None or not hasattr(mod, "bn_forward") or any(
-            p is not None and p.dtype != x.dtype for p in (weight, bias)):
+    if mod is None or any(p is not None and p.dtype != x.dtype for p in (weight, bias)):
         return None
-    last = _is_channels_last(x)
     c = x.shape[1]
-    inner = 1 if last else x.numel() // max(x.shape[0] * c, 1)
+    inner = 1 if is_channels_last(x) else x.numel() // max(x.shape[0] * c, 1)
     w, b = (None if p is None else p.detach().contiguous() for p in (weight, bias))
-    y, mean64, var64, mean, invstd = mod.bn_forward(x, w, b, float(eps), c, inner)
-    return y, mean64, var64, mean, invstd, last
+    return tuple(mod.bn_forward(x, w, b, float(eps), c, inner))
+
+
+def _torch_forward(x, weight, bias, eps):
+    """The same statistics and output from torch ops: x as rows [N, L, C] (channels-last) or [N, C, L]."""
+    c, last = x.shape[1], is_channels_last(x)
+    if last:
+        x3, along, shape = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, c), 1, (1, 1, c)
+    else:
+        x3, along, shape = x.reshape(x.shape[0], c, -1), -1, (1, c, 1)
+    count = x.numel() // c
+    mean64 = x3.sum(along).sum(0, dtype=torch.float64) / count
+    mean = mean64.to(x.dtype)
+    xc = x3 - mean.view(shape)
+    var64 = torch.linalg.vecdot(xc, xc, dim=along).sum(0, dtype=torch.float64) / count
+    invstd = torch.rsqrt(var64 + eps).to(x.dtype)
+    scale = invstd if weight is None else invstd * weight
+    y = xc.mul_(scale.view(shape)) if bias is None else torch.addcmul(bias.view(shape), xc, scale.view(shape))
+    y = y.view(x.shape[0], x.shape[2], x.shape[3], c).permute(0, 3, 1, 2) if last else y.view(x.shape)
+    return y, mean64, var64, mean, invstd
 
 
 class _TrainBatchNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, eps):
-        fast = _kernel_forward(x, weight, bias, eps)
-        if fast is not None:
-            y, mean64, var64, mean, invstd, last = fast
-            ctx.save_for_backward(x, weight, mean, invstd)
-            ctx.eps, ctx.layout = eps, torch.channels_last if last else torch.contiguous_format
-            ctx.mark_non_differentiable(mean64, var64)
-            return y, mean64, var64
-        c = x.shape[1]
-        x3, last = _statistics_rows(x)
-        along, shape = (1, (1, 1, c)) if last else (-1, (1, c, 1))
-        count = x.numel() // c
-        mean64 = x3.sum(along).sum(0, dtype=torch.float64) / count
-        mean = mean64.to(x.dtype)
-        xc = x3 - mean.view(shape)
-        var64 = torch.linalg.vecdot(xc, xc, dim=along).sum(0, dtype=torch.float64) / count
-        invstd = torch.rsqrt(var64 + eps).to(x.dtype)
-        scale = invstd if weight is None else invstd * weight
-        if bias is None:
-            y = xc.mul_(scale.view(shape))
-        else:
-            y = torch.addcmul(bias.view(shape), xc, scale.view(shape))
-        if last:
-            y = y.view(x.shape[0], x.shape[2], x.shape[3], c).permute(0, 3, 1, 2)
+        y, mean64, var64, mean, invstd = _kernel_forward(x, weight, bias, eps) or _torch_forward(x, weight, bias, eps)
         ctx.save_for_backward(x, weight, mean, invstd)
-        ctx.eps, ctx.layout = eps, torch.channels_last if last else torch.contiguous_format
+        ctx.eps, ctx.layout = eps, torch.channels_last if is_channels_last(x) else torch.contiguous_format
         ctx.mark_non_differentiable(mean64, var64)
-        return y.view(x.shape) if not last else y, mean64, var64
+        return y, mean64, var64
 
     @staticmethod
     def backward(ctx, grad_y, _grad_mean, _grad_var):
@@ -120,7 +102,7 @@ def batch_norm_train(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.T
         (y [N, C, ...] like x, mean [C] float64, biased variance [C] float64); the
         statistics carry no gradient.
     """
-    x = x if _is_channels_last(x) else x.contiguous()
+    x = x if is_channels_last(x) else x.contiguous()
     return _TrainBatchNorm.apply(x, weight, bias, float(eps))
 
 

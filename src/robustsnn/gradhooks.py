@@ -37,7 +37,8 @@ import math
 import torch
 
 from . import kernels
-from .neurons import _run_forward
+from .layout import memory_order
+from .neurons import _run_forward, from_rows, to_rows
 from .surrogates import Surrogate, surrogate_grad
 
 __all__ = ["SpikeHook", "PDSG", "ASSG", "HART", "RGA", "hooked_spike", "pdsg_sigma", "rga_slope"]
@@ -209,7 +210,6 @@ class _HookedSpike(torch.autograd.Function):
     @staticmethod
     def forward(ctx, current, threshold, gain, lam, soft, detach_reset, hook, init=0.0):
         spikes, membrane, _ = _run_forward(current, threshold, gain, lam, soft, True, init)
-        membrane = membrane.contiguous()  # the hooks' statistics and the kernel read it in [T, ...] order
         def drive():
             return current if gain is None else current * gain.view(-1, *([1] * (current.dim() - 1)))
 
@@ -262,15 +262,16 @@ def _kernel_hooked_backward(ctx, mod, grad_spikes, membrane, sg, threshold, gain
     derivative ``sg`` given; a cut temporal path is the recursion with leak 0, so dL/dv is 0)."""
     lam, soft, detach_reset, temporal, time_average, init = ctx.cfg
     want_th, want_g = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
-    shape, T = membrane.shape, membrane.shape[0]
+    shape = membrane.shape
+    order = memory_order(membrane) or tuple(range(membrane.dim()))  # the kernel's rows, as the forward wrote them
     gi, g_th, g_gain, gv_sum = mod.backward(
-        grad_spikes.contiguous().view(T, -1), membrane.view(T, -1), float(threshold),
-        None if gain is None else gain.detach(), current.reshape(T, -1) if want_g else None, False,
+        to_rows(grad_spikes, order), to_rows(membrane, order), float(threshold),
+        None if gain is None else gain.detach(), to_rows(current, order) if want_g else None, False,
         lam if temporal else 0.0, soft, detach_reset, kernels.GIVEN_SURROGATE, 1.0, 1.0, True, want_th, False,
-        sg.view(T, -1))
+        to_rows(sg, order))
     if init and want_th and temporal:  # v[-1] = init * theta
         g_th = g_th + init * gv_sum
-    grad_current = gi.view(shape)
+    grad_current = from_rows(gi, shape, order)
     if time_average:
         grad_current = grad_current.mean(0, keepdim=True).expand_as(grad_current).contiguous()
     return grad_current, (g_th if want_th else None), (g_gain if want_g else None), None, None, None, None, None

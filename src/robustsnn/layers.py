@@ -23,11 +23,13 @@ from contextlib import AbstractContextManager
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules import module as _torch_module
 
 from . import kernels
 from .timerepeat import is_time_broadcast, repeat_over_time, repeated_source, time_broadcast
 from .batchnorm import batch_norm_forward
-from .layout import wants_channels_last
+from .layout import is_channels_last, wants_channels_last
+from .neurons import SpikingNeuron
 from .switches import switched
 
 __all__ = [
@@ -139,7 +141,7 @@ class _AvgPool2(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, mod):
         ctx.hw, ctx.mod = tuple(x.shape[-2:]), mod
-        ctx.last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        ctx.last = is_channels_last(x)
         if ctx.last:  # channels-last [N, C, H, W]: pool the [N, H, W, C] memory, return channels-last
             return mod.pool2_forward_nhwc(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         return mod.pool2_forward(x.contiguous())
@@ -235,8 +237,7 @@ def fused_pooling(enabled: bool = True) -> AbstractContextManager[None]:
 
 def _hooked(module: nn.Module) -> bool:
     """Whether ``module`` (or every module, globally) has forward or backward hooks."""
-    from torch.nn.modules import module as M
-
+    M = _torch_module
     return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
                 or module._backward_pre_hooks or M._global_forward_hooks or M._global_forward_pre_hooks
                 or M._global_backward_hooks or M._global_backward_pre_hooks)
@@ -253,8 +254,6 @@ class Sequential(nn.Sequential):
     """
 
     def forward(self, x):
-        from .neurons import SpikingNeuron
-
         mods = list(self)
         i = 0
         while i < len(mods):

@@ -19,12 +19,14 @@ Modes (:func:`set_channels_last`, :func:`channels_last`, or ``ROBUSTSNN_CHANNELS
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
-from typing import Iterator
+from contextlib import AbstractContextManager
 
 import torch
 
-__all__ = ["channels_last", "set_channels_last", "channels_last_mode", "wants_channels_last", "memory_order"]
+from .switches import switched
+
+__all__ = ["channels_last", "set_channels_last", "channels_last_mode", "wants_channels_last", "is_channels_last",
+           "memory_order"]
 
 _MODES = ("auto", "on", "off")
 
@@ -47,24 +49,23 @@ def channels_last_mode() -> str:
     return _STATE["mode"]
 
 
-def set_channels_last(mode: str | bool) -> None:
-    """Set the mode for the process: ``auto`` / ``on`` / ``off`` (or True / False)."""
+def _checked(mode: str | bool) -> str:
     if isinstance(mode, bool):
         mode = "on" if mode else "off"
     if mode not in _MODES:
         raise ValueError(f"channels-last mode must be one of {', '.join(_MODES)}, got {mode!r}")
-    _STATE["mode"] = mode
+    return mode
 
 
-@contextmanager
-def channels_last(mode: str | bool = True) -> Iterator[None]:
+def set_channels_last(mode: str | bool) -> None:
+    """Set the mode for the process: ``auto`` / ``on`` / ``off`` (or True / False)."""
+    _STATE["mode"] = _checked(mode)
+
+
+def channels_last(mode: str | bool = True) -> AbstractContextManager[None]:
     """Use the given channels-last mode inside the block (``channels_last(False)`` turns it off)."""
-    saved = channels_last_mode()
-    set_channels_last(mode)
-    try:
-        yield
-    finally:
-        _STATE["mode"] = saved
+    channels_last_mode()  # read the environment first, so that the block restores its mode
+    return switched(_STATE, "mode", _checked(mode))
 
 
 def wants_channels_last(x: torch.Tensor) -> bool:
@@ -73,6 +74,11 @@ def wants_channels_last(x: torch.Tensor) -> bool:
     if mode == "off" or x.dim() != 4:
         return False
     return mode == "on" or x.device.type == "cpu"
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a 4-d channels-last tensor that is not also contiguous (NCHW)."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
 def memory_order(x: torch.Tensor) -> tuple[int, ...] | None:

@@ -188,20 +188,26 @@ def _forward_steps(current, threshold, gain, lam: float, soft: bool, keep_membra
     return torch.stack(spikes), (torch.stack(membrane) if keep_membrane else None)
 
 
+def _time_order(current) -> tuple[tuple[int, ...], bool]:
+    """(order, broadcast): the dim order in which the kernel reads ``current`` [T, ...] (its memory
+    order, :func:`robustsnn.layout.memory_order`, else the identity after a copy) and whether it
+    repeats one [B, ...] tensor over time (stride 0 along T: read once)."""
+    if current.shape[0] > 1 and current.stride(0) == 0:
+        inner = memory_order(current[0]) or tuple(range(current.dim() - 1))
+        return (0, *(d + 1 for d in inner)), True
+    return memory_order(current) or tuple(range(current.dim())), False
+
+
 def _kernel_input(current):
     """(base, broadcast, order) for the compiled kernel.
 
-    ``base`` is ``current`` as contiguous rows [T, N] read in its memory order ``order`` (a
-    permutation of its dims, :func:`robustsnn.layout.memory_order`: channels-last feature maps
-    are read as they lie, without a copy); a current repeated over time (stride 0 along T,
-    direct encoding) is passed once, [N], instead of T copies.
+    ``base`` is ``current`` as contiguous rows [T, N] read in the order of :func:`_time_order`
+    (channels-last feature maps are read as they lie, without a copy); a current repeated over
+    time is passed once, [N], instead of T copies.
     """
-    T = current.shape[0]
-    if T > 1 and current.stride(0) == 0:
-        inner = memory_order(current[0]) or tuple(range(current.dim() - 1))
-        order = (0, *(d + 1 for d in inner))
-        return current[0].permute(inner).contiguous().reshape(-1), True, order
-    order = memory_order(current) or tuple(range(current.dim()))
+    order, bcast = _time_order(current)
+    if bcast:
+        return current[0].permute([d - 1 for d in order[1:]]).contiguous().reshape(-1), True, order
     return to_rows(current, order), False, order
 
 
@@ -218,34 +224,28 @@ def from_rows(rows: torch.Tensor, shape, order: tuple[int, ...]) -> torch.Tensor
 
 def pool_rows(current: torch.Tensor) -> tuple[int, int] | None:
     """(row length L, channels C) with which the kernel pools the spikes of ``current``
-    [T, B, C, H, W] 2x2 / stride 2 as they lie in memory (contiguous: rows of W values, C = 1;
-    channels-last: rows of W*C values), or None where it cannot (odd H or W, another layout,
-    no kernel)."""
+    [T, B, C, H, W] 2x2 / stride 2 in the order it reads them (:func:`_time_order`; NCHW: rows of
+    W values, C = 1; channels-last: rows of W*C values), or None where it cannot (odd H or W,
+    another layout, no kernel)."""
     if current.dim() != 5 or current.shape[-1] % 2 or current.shape[-2] % 2 or current.numel() == 0:
         return None
     if not kernels.supports(current) or kernels.get() is None:
         return None
     _, _, C, _, W = current.shape
-    one = current[0] if current.shape[0] > 1 and current.stride(0) == 0 else None
-    order = (0, *(d + 1 for d in (memory_order(one) or ()))) if one is not None else memory_order(current)
-    if order == (0, 1, 2, 3, 4):
-        return W, 1
-    if order == (0, 1, 3, 4, 2):
-        return W * C, C
-    return None
+    return {(0, 1, 2, 3, 4): (W, 1), (0, 1, 3, 4, 2): (W * C, C)}.get(_time_order(current)[0])
 
 
-def _run_forward(current, threshold, gain, lam, soft, keep_membrane, init=0.0, pool=False):
+def _run_forward(current, threshold, gain, lam, soft, keep_membrane, init=0.0, pool=None):
     """As :func:`_forward_loop`, in one call of the compiled kernel where it runs (else the loop).
 
     Returns (spikes shaped like ``current``, membrane [T, ...] or None, kernel input or None).
     On the kernel, spikes and membrane have ``current``'s memory layout (e.g. channels-last).
-    With ``pool`` (kernel only, :func:`pool_rows` not None) the spikes come 2x2-average-pooled,
+    With ``pool`` = :func:`pool_rows` of ``current`` (kernel only) the spikes come 2x2-average-pooled,
     [T, B, C, H/2, W/2], and the spikes themselves are never written out.
     """
     mod = kernels.get() if kernels.supports(current) else None
-    if pool:
-        return _run_forward_pooled(mod, current, threshold, gain, lam, soft, keep_membrane, init)
+    if pool is not None:
+        return _kernel_forward(mod, current, threshold, gain, lam, soft, keep_membrane, init, pool)
     if mod is None or current.dim() < 1 or (gain is not None and gain.dtype != current.dtype):
         if current.dim() >= 1 and kernels.compiled.enabled(current):
             flat = current.reshape(current.shape[0], -1)
@@ -256,14 +256,6 @@ def _run_forward(current, threshold, gain, lam, soft, keep_membrane, init=0.0, p
         spikes, membrane = _forward_loop(current, threshold, gain, lam, soft, keep_membrane, init)
         return spikes, membrane, None
     return _kernel_forward(mod, current, threshold, gain, lam, soft, keep_membrane, init)
-
-
-def _run_forward_pooled(mod, current, threshold, gain, lam, soft, keep_membrane, init):
-    rows = pool_rows(current)
-    if mod is None or rows is None or (gain is not None and gain.dtype != current.dtype):
-        raise ValueError("pooled spikes need the compiled kernel and [T, B, C, H, W] with even H and W "
-                         "(robustsnn.neurons.pool_rows)")
-    return _kernel_forward(mod, current, threshold, gain, lam, soft, keep_membrane, init, rows)
 
 
 def _kernel_forward(mod, current, threshold, gain, lam, soft, keep_membrane, init, rows=None):
@@ -291,14 +283,15 @@ class _MultiStepSpike(torch.autograd.Function):
     With ``steps`` > 0 (compiled kernel only), ``current`` is one [B, ...] current repeated at
     each of ``steps`` steps: the spikes are [steps, B, ...] and the gradient to ``current`` is
     the sum over steps, summed inside the kernel instead of written out per step and summed
-    again by ``expand``'s backward.
+    again by ``expand``'s backward. With ``pool`` (:func:`pool_rows` of the current) the
+    spikes come 2x2-average-pooled and the backward takes the pooled gradient.
     """
 
     @staticmethod
-    def forward(ctx, current, threshold, gain, lam, soft, surrogate, detach_reset, init=0.0, steps=0, pool=False):
+    def forward(ctx, current, threshold, gain, lam, soft, surrogate, detach_reset, init=0.0, steps=0, pool=None):
         if steps:
             current = current.unsqueeze(0).expand(steps, *current.shape)
-        ctx.pool = pool_rows(current) if pool else None
+        ctx.pool = pool
         spikes, membrane, kin = _run_forward(current, threshold, gain, lam, soft, True, init, pool)
         ctx.sum_time = bool(steps)
         width = layer_width(surrogate, membrane - threshold) if surrogate.name == "pdsg" else surrogate.width
@@ -444,21 +437,30 @@ def multistep_spike(
     Returns:
         Spikes in {0, 1}, shape [T, B, ...], dtype of ``current`` (pooled: in {0, 1/4, ..., 1}).
     """
-    if pool and surrogate.name in ("pdsg", "pdsg-batch"):
-        raise ValueError("pooled spikes do not support the pdsg surrogates")
+    rows = None
+    if pool:
+        rows = pool_rows(current)
+        if rows is None or surrogate.name in ("pdsg", "pdsg-batch") or (gain is not None and gain.dtype != current.dtype):
+            raise ValueError("pooled spikes need the compiled kernel, [T, B, C, H, W] with even H and W "
+                             "(robustsnn.neurons.pool_rows) and a surrogate other than pdsg")
     if surrogate.name in ("pdsg", "pdsg-batch"):  # per-channel width: the hooked kernel
         from .gradhooks import PDSG, hooked_spike
 
         hook = PDSG(surrogate.width, over_batch=surrogate.name == "pdsg-batch")
         return hooked_spike(current, threshold, lam, gain, reset, hook, detach_reset, init)
+    return _bptt_spikes(current, threshold, lam, gain, reset, surrogate, detach_reset, init, rows)
+
+
+def _bptt_spikes(current, threshold, lam, gain, reset, surrogate, detach_reset, init, rows=None):
+    """:func:`multistep_spike` past its checks; ``rows``: :func:`pool_rows` of ``current`` to pool, or None."""
     threshold = torch.as_tensor(threshold, dtype=current.dtype, device=current.device)
     once = repeated_source(current)
     if once is not None and kernels.supports(once) and kernels.get() is not None and (
             gain is None or gain.dtype == current.dtype):
         return _MultiStepSpike.apply(once, threshold, gain, float(lam), reset == "soft", surrogate, detach_reset,
-                                     float(init), current.shape[0], pool)
+                                     float(init), current.shape[0], rows)
     return _MultiStepSpike.apply(current, threshold, gain, float(lam), reset == "soft", surrogate, detach_reset,
-                                 float(init), 0, pool)
+                                 float(init), 0, rows)
 
 
 def multistep_spike_bptr(current, threshold, lam=0.99, gain=None, reset="hard", init=0.0):
@@ -534,11 +536,12 @@ class SpikingNeuron(nn.Module):
         :func:`pool_rows` for ``current``."""
         cfg, gm = self.config, self.grad_mode
         surrogate = gm.surrogate or cfg.surrogate
-        if (gm.mode != "bptt" or gm.hook is not None or surrogate.name in ("pdsg", "pdsg-batch")
-                or cfg.spike_amplitude != "one" or pool_rows(current) is None):
+        if gm.mode != "bptt" or gm.hook is not None or surrogate.name in ("pdsg", "pdsg-batch") \
+                or cfg.spike_amplitude != "one":
             return None
+        rows = pool_rows(current)
         gain = self._gain_for(current.shape[0])
-        if gain is not None and gain.dtype != current.dtype:
+        if rows is None or (gain is not None and gain.dtype != current.dtype):
             return None
         theta = self.effective_threshold()
         needs_grad = torch.is_grad_enabled() and (
@@ -546,9 +549,9 @@ class SpikingNeuron(nn.Module):
         )
         if not needs_grad:
             return _run_forward(current, theta.to(current.dtype), gain, cfg.lam, cfg.reset == "soft", False,
-                                cfg.init_potential, pool=True)[0]
-        return multistep_spike(current, theta, cfg.lam, gain, cfg.reset, surrogate, cfg.detach_reset,
-                               cfg.init_potential, pool=True)
+                                cfg.init_potential, pool=rows)[0]
+        return _bptt_spikes(current, theta, cfg.lam, gain, cfg.reset, surrogate, cfg.detach_reset, cfg.init_potential,
+                            rows)
 
     def _spikes(self, current: torch.Tensor) -> torch.Tensor:
         cfg, gm = self.config, self.grad_mode

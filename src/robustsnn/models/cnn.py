@@ -6,6 +6,8 @@ conv(C->32, 3x3) - BN - act - avgpool2 - conv(32->64, 3x3) - BN - act - avgpool2
 
 from __future__ import annotations
 
+from torch import nn
+
 from .. import layers as L
 from .base import ActivationFactory, ModelConfig, scaled_channels
 from .registry import register

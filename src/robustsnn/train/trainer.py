@@ -351,7 +351,7 @@ def fit(
         if old_term is not None:
             # failing (a lost peer): the launcher's SIGTERM must not kill this rank before its error
             # (which names the checkpoint to --resume from) is printed; it exits right after
-            failing = sys.exc_info()[0] is not None and world > 1
+            failing = sys.exc_info()[0] is not None
             signal.signal(signal.SIGTERM, signal.SIG_IGN if failing else old_term)
         if bar:
             bar.stop()
