@@ -3,8 +3,8 @@
 oneDNN, which runs torch's CPU convolutions, computes in a channels-last (NHWC) layout; fed
 torch's default NCHW tensors it reorders input, output and gradients on every call. For the
 default SNN's second convolution ([T*B, 32, 14, 14] -> 64 channels, forward and backward) the
-NCHW call takes 1.7x the time of the same call on channels-last tensors (``benchmarks/speed.py``
-prints the step times). With channels-last on, :class:`robustsnn.layers.Conv2d` gives its
+NCHW call takes about 1.15x the time of the same call on channels-last tensors
+(``benchmarks/layers_speed.py``; ``benchmarks/speed.py`` prints whole steps). With channels-last on, :class:`robustsnn.layers.Conv2d` gives its
 convolution channels-last input and weight, so its output is channels-last, and the layers
 after it keep that layout: batch norm (:mod:`robustsnn.batchnorm`), the spiking neuron and
 2x2 pooling (both in the compiled kernel) run on it without copies; ``Flatten`` returns the

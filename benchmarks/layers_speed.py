@@ -1,0 +1,86 @@
+"""The default SNN's second convolution and batch norm, NCHW against channels-last, as ratios from one run.
+
+    python benchmarks/layers_speed.py [--threads 1] [--rounds 9]
+
+On the [T*B, C, H, W] = [256, 32, 14, 14] map of the default SNN (T = 4, batch 64):
+the 3x3 convolution to 64 channels (forward + backward: input and weight gradients) on NCHW
+and on channels-last tensors, and training batch norm's forward on the [256, 64, 14, 14] output
+on NCHW and channels-last: the compiled kernel (robustsnn.batchnorm), the same statistics from
+torch ops (the fallback without the kernel) and torch's own ``batch_norm`` (on channels-last maps
+torch's vectorises over channels and is faster than the kernel, which the modules still use there). Process CPU time, allocator
+tuned (as the command line runs), minimum over interleaved rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import robustsnn
+from robustsnn import batchnorm
+
+
+def _best(fns: dict, rounds: int) -> dict:
+    best = {k: float("inf") for k in fns}
+    for _ in range(rounds):
+        for k, f in fns.items():
+            f()
+            t = time.process_time()
+            f()
+            best[k] = min(best[k], time.process_time() - t)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=9)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    robustsnn.tune_allocator()
+    torch.manual_seed(0)
+    cl = torch.channels_last
+
+    def conv_case(fmt):
+        x = torch.randn(256, 32, 14, 14).contiguous(memory_format=fmt).requires_grad_(True)
+        w = torch.randn(64, 32, 3, 3).requires_grad_(True)
+        g = torch.randn(256, 64, 14, 14).contiguous(memory_format=fmt)
+
+        def run():
+            torch.nn.functional.conv2d(x, w, padding=1).backward(g)
+            x.grad = w.grad = None
+        return run
+
+    y = torch.randn(256, 64, 14, 14)
+    yc = y.contiguous(memory_format=cl)
+    weight, bias = torch.rand(64) + 0.5, torch.randn(64)
+
+    def torch_bn(t):
+        return lambda: torch.nn.functional.batch_norm(t, None, None, weight, bias, training=True)
+
+    fns = {
+        "conv fwd+bwd, NCHW": conv_case(torch.contiguous_format),
+        "conv fwd+bwd, channels-last": conv_case(cl),
+        "batch norm fwd, NCHW, kernel": lambda: batchnorm._kernel_forward(y, weight, bias, 1e-5),
+        "batch norm fwd, NCHW, torch ops": lambda: batchnorm._torch_forward(y, weight, bias, 1e-5),
+        "batch norm fwd, NCHW, torch batch_norm": torch_bn(y),
+        "batch norm fwd, channels-last, kernel": lambda: batchnorm._kernel_forward(yc, weight, bias, 1e-5),
+        "batch norm fwd, channels-last, torch batch_norm": torch_bn(yc),
+    }
+    with torch.no_grad():
+        bn = _best({k: f for k, f in fns.items() if k.startswith("batch")}, args.rounds)
+    best = {**_best({k: f for k, f in fns.items() if k.startswith("conv")}, args.rounds), **bn}
+    print(f"robustsnn {robustsnn.__version__}, torch {torch.__version__}, {args.threads} thread(s), "
+          f"minimum of {args.rounds} interleaved rounds, process CPU time")
+    for k, v in best.items():
+        print(f"  {k:48s} {v * 1e3:7.2f} ms")
+    print(f"  convolution: NCHW / channels-last x{best['conv fwd+bwd, NCHW'] / best['conv fwd+bwd, channels-last']:.2f}")
+    for layout in ("NCHW", "channels-last"):
+        k = best[f"batch norm fwd, {layout}, kernel"]
+        print(f"  batch norm, {layout}: torch batch_norm / kernel x{best[f'batch norm fwd, {layout}, torch batch_norm'] / k:.2f}"
+              + (f", torch ops / kernel x{best['batch norm fwd, NCHW, torch ops'] / k:.2f}" if layout == "NCHW" else ""))
+
+if __name__ == "__main__":
+    main()
