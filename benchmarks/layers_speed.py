@@ -1,4 +1,4 @@
-"""The default SNN's second convolution and batch norm, NCHW against channels-last, as ratios from one run.
+"""The default SNN's second convolution, batch norm and flatten + linear, NCHW against channels-last, as ratios from one run.
 
     python benchmarks/layers_speed.py [--threads 1] [--rounds 9]
 
@@ -7,8 +7,11 @@ the 3x3 convolution to 64 channels (forward + backward: input and weight gradien
 and on channels-last tensors, and training batch norm's forward on the [256, 64, 14, 14] output
 on NCHW and channels-last: the compiled kernel (robustsnn.batchnorm), the same statistics from
 torch ops (the fallback without the kernel) and torch's own ``batch_norm`` (on channels-last maps
-torch's vectorises over channels and is faster than the kernel, which the modules still use there). Process CPU time, allocator
-tuned (as the command line runs), minimum over interleaved rounds.
+torch's vectorises over channels and is faster than the kernel, so the modules route channels-last
+maps to torch's), and the flatten + linear layer on the pooled [4, 64, 64, 7, 7] channels-last map
+(forward + backward): flatten's copy to (C, H, W) order then the linear layer, against
+``Linear.flattened`` (the map read as it lies, the weight's columns permuted instead). Process CPU
+time, allocator tuned (as the command line runs), minimum over interleaved rounds.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import time
 import torch
 
 import robustsnn
-from robustsnn import batchnorm
+from robustsnn import batchnorm, layers
 
 
 def _best(fns: dict, rounds: int) -> dict:
@@ -60,7 +63,21 @@ def main() -> None:
     def torch_bn(t):
         return lambda: torch.nn.functional.batch_norm(t, None, None, weight, bias, training=True)
 
+    def flatten_case(fused):
+        lin = layers.Linear(64 * 7 * 7, 128)
+        x = torch.randn(4, 64, 64, 7, 7).permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+        x.requires_grad_(True)
+        g = torch.randn(4, 64, 128)
+
+        def run():
+            (lin.flattened(x) if fused else lin(x.flatten(-3))).backward(g)
+            x.grad = None
+            lin.zero_grad(set_to_none=True)
+        return run
+
     fns = {
+        "flatten + linear fwd+bwd, channels-last, copy": flatten_case(False),
+        "flatten + linear fwd+bwd, channels-last, fused": flatten_case(True),
         "conv fwd+bwd, NCHW": conv_case(torch.contiguous_format),
         "conv fwd+bwd, channels-last": conv_case(cl),
         "batch norm fwd, NCHW, kernel": lambda: batchnorm._kernel_forward(y, weight, bias, 1e-5),
@@ -71,16 +88,19 @@ def main() -> None:
     }
     with torch.no_grad():
         bn = _best({k: f for k, f in fns.items() if k.startswith("batch")}, args.rounds)
-    best = {**_best({k: f for k, f in fns.items() if k.startswith("conv")}, args.rounds), **bn}
+    best = {**_best({k: f for k, f in fns.items() if not k.startswith("batch")}, args.rounds), **bn}
     print(f"robustsnn {robustsnn.__version__}, torch {torch.__version__}, {args.threads} thread(s), "
           f"minimum of {args.rounds} interleaved rounds, process CPU time")
     for k, v in best.items():
-        print(f"  {k:48s} {v * 1e3:7.2f} ms")
+        print(f"  {k:50s} {v * 1e3:7.2f} ms")
     print(f"  convolution: NCHW / channels-last x{best['conv fwd+bwd, NCHW'] / best['conv fwd+bwd, channels-last']:.2f}")
+    print(f"  flatten + linear, channels-last: copy / fused x"
+          f"{best['flatten + linear fwd+bwd, channels-last, copy'] / best['flatten + linear fwd+bwd, channels-last, fused']:.2f}")
     for layout in ("NCHW", "channels-last"):
         k = best[f"batch norm fwd, {layout}, kernel"]
         print(f"  batch norm, {layout}: torch batch_norm / kernel x{best[f'batch norm fwd, {layout}, torch batch_norm'] / k:.2f}"
               + (f", torch ops / kernel x{best['batch norm fwd, NCHW, torch ops'] / k:.2f}" if layout == "NCHW" else ""))
+
 
 if __name__ == "__main__":
     main()

@@ -3,7 +3,8 @@
 Channels-last (robustsnn.layout) changes only strides: pooling and the neuron give the same
 values bit for bit on either layout, batch norm and convolution equal torch's to rounding.
 The fused neuron + AvgPool2d(2) (SpikingNeuron.pooled, layers.Sequential) gives the pooled
-spikes of the two modules bit for bit and their gradients to summation order.
+spikes of the two modules bit for bit and their gradients to summation order. Flatten + Linear
+on a channels-last map (Linear.flattened) equals the two modules to rounding.
 """
 
 import pytest
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from helpers import kernel_backend
 from robustsnn import kernels
-from robustsnn.layers import AvgPool2d, BatchNorm2d, Conv2d, Sequential
+from robustsnn.layers import AvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, Sequential
 from robustsnn.layout import channels_last, memory_order, set_channels_last, channels_last_mode
 from robustsnn.models import build
 from robustsnn.neurons import NeuronConfig, SpikingNeuron, multistep_spike, pool_rows
@@ -208,3 +209,57 @@ def test_sequential_fuses_only_without_hooks():
     assert calls == [1] and len(seen) == 1 and set(seen[0].unique().tolist()) <= {0.0, 1.0}
     assert torch.equal(fused, hooked)
     assert torch.equal(fused, torch.nn.functional.avg_pool2d(neuron(x).flatten(0, 1), 2).unflatten(0, (3, 2)))
+
+
+@pytest.mark.parametrize("lead", [(5,), (3, 2)])
+def test_flatten_linear_on_channels_last_equals_the_two_modules(lead):
+    """float64: Linear.flattened reads the channels-last map in place and permutes the weight's
+    columns instead; output and the gradients of map, weight and bias equal flatten-then-linear.
+    On NCHW maps it declines (None); a hook on Flatten sees the (C, H, W)-ordered flatten."""
+    torch.manual_seed(3)
+    lin = Linear(6 * 4 * 5, 7).double()
+    seq = Sequential(Flatten(), lin)
+    base = torch.randn(*lead, 6, 4, 5, dtype=torch.float64)
+    x = _cl5(base) if len(lead) == 2 else base.contiguous(memory_format=CL)
+    assert not x.is_contiguous()
+    x.requires_grad_(True)
+    up = torch.randn(*lead, 7, dtype=torch.float64)
+    ref = lin(x.flatten(-3))
+    ref_g = torch.autograd.grad((ref * up).sum(), [x, lin.weight, lin.bias])
+    fused = []
+    real = lin.flattened
+    lin.flattened = lambda t: fused.append(real(t)) or fused[-1]
+    out = seq(x)
+    assert len(fused) == 1 and fused[0] is out  # the pair ran fused
+    got_g = torch.autograd.grad((out * up).sum(), [x, lin.weight, lin.bias])
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(got_g, ref_g):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert real(base) is None and real(x[..., :3]) is None
+    seen = []
+    h = seq[0].register_forward_hook(lambda m, i, o: seen.append(o))
+    hooked = seq(x)
+    h.remove()
+    assert len(seen) == 1 and torch.equal(seen[0], x.flatten(-3))
+    torch.testing.assert_close(hooked, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_flatten_linear_uses_hydras_scored_weight():
+    """HYDRA's score phase makes ``weight`` a masked property: the fused flatten + linear multiplies
+    by the masked weight too, so the scored SNN gives the same logits and score gradients on
+    either layout (float64)."""
+    from robustsnn.sparsity.hydra import attach_scores
+
+    torch.manual_seed(4)
+    model = build("cnn", "snn", neuron="lif", time_steps=2).double()
+    scores = attach_scores(model, 0.7)
+    x = torch.rand(3, 1, 28, 28, dtype=torch.float64)
+    out = {}
+    for mode in ("off", "on"):
+        with channels_last(mode):
+            y = model(x)
+        out[mode] = (y.detach(), torch.autograd.grad(y.square().sum(), scores))
+    torch.testing.assert_close(out["on"][0], out["off"][0], rtol=1e-10, atol=1e-12)
+    for a, b in zip(out["on"][1], out["off"][1]):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+    assert out["on"][1][-2].abs().sum() > 0  # the flattened linear layer's scores get a gradient

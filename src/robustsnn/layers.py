@@ -198,6 +198,24 @@ class Linear(nn.Linear):
             return _broadcast(super().forward(_once(x)), x.shape[0])
         return super().forward(x)
 
+    def flattened(self, x: torch.Tensor) -> torch.Tensor | None:
+        """``self(x.flatten(-3))`` for a channels-last ``x`` ([..., C, H, W] stored as [..., H, W, C]),
+        without the copy the flatten would make: x is read as the [..., H*W*C] view of its memory
+        and the weight's columns are permuted from (C, H, W) to (H, W, C) order instead (a copy of
+        the weight, out x C*H*W, instead of the map). Same values and gradients up to summation
+        order. None where x is not stored that way (use the two modules then)."""
+        if x.dim() < 4 or x.is_contiguous():
+            return None
+        hwc = x.movedim(-3, -1)
+        if not hwc.is_contiguous():
+            return None
+        c, h, w = x.shape[-3:]
+        weight = self.weight
+        if weight.shape[1] != c * h * w:
+            return None  # let the plain modules raise their shape error
+        weight = weight.view(-1, c, h, w).permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
+        return F.linear(hwc.flatten(-3), weight, self.bias)
+
 
 class Dropout(nn.Dropout):
     """nn.Dropout; with a time dim the mask is drawn per step."""
@@ -244,7 +262,8 @@ def _hooked(module: nn.Module) -> bool:
 
 
 class Sequential(nn.Sequential):
-    """nn.Sequential that runs a spiking neuron followed by ``AvgPool2d(2)`` as one kernel call.
+    """nn.Sequential that runs a spiking neuron followed by ``AvgPool2d(2)`` as one kernel call
+    (and ``Flatten`` then ``Linear`` on a channels-last map without copying it, see :func:`_fused_pair`).
 
     The pair's values and gradients are those of running the two modules
     (:meth:`robustsnn.neurons.SpikingNeuron.pooled`); the spikes themselves are never written
@@ -257,12 +276,22 @@ class Sequential(nn.Sequential):
         mods = list(self)
         i = 0
         while i < len(mods):
-            m = mods[i]
-            if (_FUSE["on"] and isinstance(m, SpikingNeuron) and i + 1 < len(mods) and isinstance(mods[i + 1], AvgPool2d)
-                    and mods[i + 1].is_pool2() and not _hooked(m) and not _hooked(mods[i + 1])):
-                y = m.pooled(x)
-                if y is not None:
-                    x, i = y, i + 2
-                    continue
-            x, i = m(x), i + 1
+            y = _fused_pair(mods[i], mods[i + 1], x) if i + 1 < len(mods) else None
+            if y is not None:
+                x, i = y, i + 2
+            else:
+                x, i = mods[i](x), i + 1
         return x
+
+
+def _fused_pair(first: nn.Module, second: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """``second(first(x))`` in one step where a fusion applies, else None: a spiking neuron and
+    ``AvgPool2d(2)`` (one kernel call, :func:`fused_pooling`), or ``Flatten`` and ``Linear`` on a
+    channels-last map (no copy of the map, :meth:`Linear.flattened`). Never with hooks on either."""
+    if _hooked(first) or _hooked(second):
+        return None
+    if isinstance(first, SpikingNeuron) and isinstance(second, AvgPool2d):
+        return first.pooled(x) if _FUSE["on"] and second.is_pool2() else None
+    if type(first) is Flatten and type(second).forward is Linear.forward:
+        return second.flattened(x)
+    return None
