@@ -263,3 +263,61 @@ def test_flatten_linear_uses_hydras_scored_weight():
     for a, b in zip(out["on"][1], out["off"][1]):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
     assert out["on"][1][-2].abs().sum() > 0  # the flattened linear layer's scores get a gradient
+
+
+@needs_kernel
+@settings_
+@given(T=st.integers(1, 5), b=st.integers(1, 3), c=st.integers(1, 5), h=st.sampled_from([2, 4, 5]),
+       w=st.sampled_from([2, 4, 6]), dtype=st.sampled_from([torch.float32, torch.float64]),
+       reset=st.sampled_from(["hard", "soft"]), name=st.sampled_from(["triangle", "atan", "exp", "ste"]),
+       detach_reset=st.booleans(), init=st.sampled_from([0.0, 0.5]), use_gain=st.booleans(),
+       repeated=st.booleans(), last=st.booleans(), pool=st.booleans(), seed=st.integers(0, 2**16))
+def test_recomputed_membrane_gives_the_saved_membranes_gradients(T, b, c, h, w, dtype, reset, name, detach_reset,
+                                                                  init, use_gain, repeated, last, pool, seed):
+    """The kernel's backward that recomputes the membrane from the current (the default) against the
+    one that reads the forward's saved membrane: spikes and the gradients of current, threshold and
+    gain identical bit for bit, plain and pooled, NCHW and channels-last, for a current repeated over
+    time (the case that recomputes) given as the model gives it or as a bare stride-0 view."""
+    from robustsnn.neurons import recompute_membrane
+    from robustsnn.timerepeat import repeat_over_time
+
+    pool = pool and h % 2 == 0
+    g = torch.Generator().manual_seed(seed)
+    fmt = CL if last else torch.contiguous_format
+    leaf = (torch.rand(b, c, h, w, generator=g, dtype=dtype) * 1.6 - 0.3).contiguous(memory_format=fmt)
+    leaf.requires_grad_(True)
+    if repeated:
+        make = lambda: repeat_over_time(leaf, T)  # noqa: E731
+    else:
+        make = lambda: leaf.unsqueeze(0).expand(T, *leaf.shape)  # noqa: E731
+    theta = torch.tensor(0.7, dtype=dtype, requires_grad=True)
+    gain = (1 + 0.3 * torch.rand(T, generator=g, dtype=dtype)).requires_grad_(True)
+    up = torch.randn(T, b, c, *((h // 2, w // 2) if pool else (h, w)), generator=g, dtype=dtype)
+    args = (theta, 0.9, gain if use_gain else None, reset, Surrogate(name, 1.0), detach_reset, init)
+    leaves = [leaf, theta] + ([gain] if use_gain else [])
+    out = {}
+    with kernel_backend("cpp"):
+        for on in (True, False):
+            with recompute_membrane(on):
+                out[on] = _grads(lambda: multistep_spike(make(), *args, pool=pool), leaves, up)
+    for u, v in zip(out[True], out[False]):
+        assert torch.equal(u, v)
+
+
+@needs_kernel
+def test_a_repeated_current_keeps_one_step_for_the_backward():
+    """With the membrane recomputed, the neuron of a current repeated over T steps saves the
+    [B, ...] current for its backward instead of the [T, B, ...] membrane."""
+    from robustsnn.neurons import recompute_membrane
+    from robustsnn.timerepeat import repeat_over_time
+
+    leaf = torch.rand(3, 4, 6, 6).requires_grad_(True)
+    theta = torch.tensor(0.5, requires_grad=True)
+    saved = {}
+    for on in (True, False):
+        sizes = []
+        with recompute_membrane(on), kernel_backend("cpp"), torch.autograd.graph.saved_tensors_hooks(
+                lambda t: sizes.append(t.numel()) or t, lambda t: t):
+            multistep_spike(repeat_over_time(leaf, 5), theta, 0.9)
+        saved[on] = max(sizes)
+    assert saved[True] == leaf.numel() and saved[False] == 5 * leaf.numel()

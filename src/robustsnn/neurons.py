@@ -42,6 +42,7 @@ Gradient modes (set per neuron by :func:`robustsnn.estimators.estimator`):
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
@@ -49,6 +50,7 @@ from torch import nn
 
 from . import kernels
 from .layout import memory_order
+from .switches import switched
 from .timerepeat import repeated_source
 from .surrogates import Surrogate, layer_width, parse_surrogate, surrogate_grad
 
@@ -57,6 +59,7 @@ __all__ = [
     "GradMode",
     "multistep_spike",
     "multistep_spike_bptr",
+    "recompute_membrane",
     "SpikingNeuron",
     "ReLU",
     "QCFS",
@@ -246,7 +249,7 @@ def _run_forward(current, threshold, gain, lam, soft, keep_membrane, init=0.0, p
     mod = kernels.get() if kernels.supports(current) else None
     if pool is not None:
         return _kernel_forward(mod, current, threshold, gain, lam, soft, keep_membrane, init, pool)
-    if mod is None or current.dim() < 1 or (gain is not None and gain.dtype != current.dtype):
+    if not _on_kernel(current, gain):
         if current.dim() >= 1 and kernels.compiled.enabled(current):
             flat = current.reshape(current.shape[0], -1)
             spikes, membrane = kernels.compiled.call(_forward_steps, flat, threshold.detach(),
@@ -256,6 +259,26 @@ def _run_forward(current, threshold, gain, lam, soft, keep_membrane, init=0.0, p
         spikes, membrane = _forward_loop(current, threshold, gain, lam, soft, keep_membrane, init)
         return spikes, membrane, None
     return _kernel_forward(mod, current, threshold, gain, lam, soft, keep_membrane, init)
+
+
+_RECOMPUTE = {"on": True}
+
+
+def recompute_membrane(enabled: bool = True) -> AbstractContextManager[None]:
+    """Inside the block, a spiking neuron on the compiled kernel whose current is repeated over time
+    (direct encoding's first layer: one [B, ...] current at every step) keeps that current for the
+    backward and recomputes the membrane from it there (True, the default), or writes the membrane
+    [T, B, ...] out in the forward and reads it back (False). Same gradients bit for bit; recomputing
+    saves the membrane's write, its read and its memory (T times the current's) for a second pass
+    of the forward's arithmetic. Other currents are as large as the membrane: reading one back
+    instead saves nothing and the extra arithmetic costs 8-15 %, so they keep the saved membrane."""
+    return switched(_RECOMPUTE, "on", bool(enabled))
+
+
+def _on_kernel(current, gain) -> bool:
+    """Whether :func:`_run_forward` (without pooling) runs ``current`` on the compiled kernel."""
+    return (current.dim() >= 1 and kernels.supports(current) and kernels.get() is not None
+            and (gain is None or gain.dtype == current.dtype))
 
 
 def _kernel_forward(mod, current, threshold, gain, lam, soft, keep_membrane, init, rows=None):
@@ -292,13 +315,19 @@ class _MultiStepSpike(torch.autograd.Function):
         if steps:
             current = current.unsqueeze(0).expand(steps, *current.shape)
         ctx.pool = pool
-        spikes, membrane, kin = _run_forward(current, threshold, gain, lam, soft, True, init, pool)
+        # a current repeated over time is T times smaller than the membrane: keep it and recompute
+        # the membrane in the backward (on the kernel; PDSG's width needs the membrane here)
+        recompute = (_RECOMPUTE["on"] and surrogate.name != "pdsg" and (pool is not None or _on_kernel(current, gain))
+                     and _time_order(current)[1])
+        spikes, membrane, kin = _run_forward(current, threshold, gain, lam, soft, not recompute, init, pool)
         ctx.sum_time = bool(steps)
+        ctx.shape = current.shape
         width = layer_width(surrogate, membrane - threshold) if surrogate.name == "pdsg" else surrogate.width
         need_current = gain is not None and ctx.needs_input_grad[2]
-        if need_current and kin is not None:
+        if (need_current or recompute) and kin is not None:
             current = kin[0]  # the kernel reads the (possibly broadcast) base
-        ctx.save_for_backward(membrane, threshold, gain, current if need_current else None)
+        ctx.recompute = recompute
+        ctx.save_for_backward(membrane, threshold, gain, current if need_current or recompute else None)
         ctx.cfg = (lam, soft, surrogate, width, detach_reset, init)
         ctx.kernel = None if kin is None else kin[1]
         ctx.order = None if kin is None else kin[2]
@@ -371,19 +400,28 @@ def _backward_loop(grad_spikes, membrane, threshold, gain, current, lam: float, 
 
 
 def _kernel_backward(ctx, grad_spikes):
-    """Backward of :class:`_MultiStepSpike` in one call of the compiled kernel."""
+    """Backward of :class:`_MultiStepSpike` in one call of the compiled kernel (from the saved
+    membrane, or recomputing it from the saved current: :func:`recompute_membrane`)."""
     membrane, threshold, gain, current = ctx.saved_tensors
     lam, soft, surrogate, width, detach_reset, init = ctx.cfg
     want_i, want_th, want_g = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
-    shape = membrane.shape
-    T = shape[0]
+    shape = ctx.shape
     mod = kernels.get()
     order = ctx.order
-    gi, g_th, g_gain, gv_sum = mod.backward_pool(
-        to_rows(grad_spikes, order), to_rows(membrane, order), float(threshold),
-        None if gain is None else gain.detach(), current if want_g else None, bool(ctx.kernel), lam, soft,
-        detach_reset, kernels.SURROGATE_IDS[surrogate.name], float(width), float(surrogate.alpha), want_i, want_th,
-        ctx.sum_time, None, *(ctx.pool or (0, 1)))
+    g = None if gain is None else gain.detach()
+    sg = (kernels.SURROGATE_IDS[surrogate.name], float(width), float(surrogate.alpha))
+    if ctx.recompute:
+        th = threshold.detach()
+        v0 = float(th * init) if init else 0.0  # as _kernel_forward
+        gi, g_th, g_gain, gv_sum = mod.backward_recompute(
+            to_rows(grad_spikes, order), current, shape[0], bool(ctx.kernel), float(th), g, want_g, lam, soft,
+            bool(init), v0, kernels.fused_update(), detach_reset, *sg, want_i, want_th, ctx.sum_time,
+            *(ctx.pool or (0, 1)))
+    else:
+        gi, g_th, g_gain, gv_sum = mod.backward_pool(
+            to_rows(grad_spikes, order), to_rows(membrane, order), float(threshold), g,
+            current if want_g else None, bool(ctx.kernel), lam, soft, detach_reset, *sg, want_i, want_th,
+            ctx.sum_time, None, *(ctx.pool or (0, 1)))
     if init and want_th:  # v[-1] = init * theta
         g_th = g_th + init * gv_sum
     if want_i:

@@ -85,15 +85,16 @@ inline void step(const T* __restrict it, T gt, T th, T lam, T v0, bool first, T*
 }
 
 // The T steps of the n neurons [b, b + n): spikes of step t go to spikes_at(t) (n values), then
-// after(t) runs (the fused pooling reads them there); v holds the state (n values).
+// after(t) runs (the fused pooling reads them there); v holds the state (n values). With kMem the
+// membrane of step t goes to mem + t * mstride (mem: the block's first value).
 template <typename T, bool kFused, bool kGain, bool kSoft, bool kMem, typename SpikesAt, typename After>
-inline void forward_block(const T* cur, int64_t tstride, int64_t Tn, int64_t N, int64_t b, int64_t n, T th,
-                          const T* gain, T lam, bool has_init, T v0, T* membrane, T* v, SpikesAt spikes_at,
-                          After after) {
+inline void forward_block(const T* cur, int64_t tstride, int64_t Tn, int64_t b, int64_t n, T th,
+                          const T* gain, T lam, bool has_init, T v0, T* mem, int64_t mstride, T* v,
+                          SpikesAt spikes_at, After after) {
   for (int64_t t = 0; t < Tn; ++t) {
     const T* it = cur + t * tstride + b;
     T* st = spikes_at(t);
-    T* mt = kMem ? membrane + t * N + b : nullptr;
+    T* mt = kMem ? mem + t * mstride : nullptr;
     const T gt = kGain ? gain[t] : T(1);
     if (t == 0 && !has_init) {
       step<T, kFused, kGain, kSoft, kMem, true>(it, gt, th, lam, v0, true, v, st, mt, n);
@@ -145,7 +146,8 @@ void forward_chunks(const T* cur, int64_t tstride, int64_t Tn, int64_t N, T th, 
     alignas(64) T v[kChunk];
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t b = c * kChunk, n = std::min(kChunk, N - b);
-      forward_block<T, kFused, kGain, kSoft, kMem>(cur, tstride, Tn, N, b, n, th, gain, lam, has_init, v0, membrane, v,
+      forward_block<T, kFused, kGain, kSoft, kMem>(cur, tstride, Tn, b, n, th, gain, lam, has_init, v0,
+                                                   kMem ? membrane + b : nullptr, N, v,
                                                    [&](int64_t t) { return spikes + t * N + b; }, [](int64_t) {});
     }
   });
@@ -163,7 +165,7 @@ void forward_pool_chunks(const T* cur, int64_t tstride, int64_t Tn, int64_t N, T
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t b = p * 2 * L;
       forward_block<T, kFused, kGain, kSoft, kMem>(
-          cur, tstride, Tn, N, b, 2 * L, th, gain, lam, has_init, v0, membrane, v.data(),
+          cur, tstride, Tn, b, 2 * L, th, gain, lam, has_init, v0, kMem ? membrane + b : nullptr, N, v.data(),
           [&](int64_t) { return s.data(); },
           [&](int64_t t) { pool_rows<T>(s.data(), L, w, C, pooled + t * Np + p * w * C); });
     }
@@ -250,10 +252,11 @@ inline void bstep(const T* __restrict g_t, const T* __restrict m_t, const T* __r
 }
 
 // The reverse-time recursion of the n neurons [b, b + n); grad_at(t) gives their n upstream
-// gradients of step t. gv, gm_buf, thc: n values of scratch. Writes the threshold sum into
+// gradients of step t, mem + t * mstride their membrane at step t. gv, gm_buf, thc: n values of scratch. Writes the threshold sum into
 // *th_out, dL/dv[-1]'s sum into *gv_out and, with cur, the gain terms into gain_out[0..Tn).
 template <typename T, int kSg, bool kSoft, bool kDetach, typename GradAt>
-inline void backward_block(GradAt grad_at, const T* mem, const T* sg, int64_t Tn, int64_t N, int64_t b, int64_t n,
+inline void backward_block(GradAt grad_at, const T* mem, int64_t mstride, const T* sg, int64_t Tn, int64_t N,
+                           int64_t b, int64_t n,
                            T th, const T* gain, const T* cur, int64_t tstride, T lam, const SurrogateConsts<T>& sc,
                            T* gi, bool sum_time, bool want_th, T* gv, T* gm_buf, T* thc, double* th_out,
                            double* gain_out, double* gv_out) {
@@ -261,7 +264,7 @@ inline void backward_block(GradAt grad_at, const T* mem, const T* sg, int64_t Tn
   double th_acc = 0.0;
   for (int64_t t = Tn - 1; t >= 0; --t) {
     const T* g_t = grad_at(t);
-    const T* m_t = mem + t * N + b;
+    const T* m_t = mem + t * mstride;
     const T* sg_t = sg ? sg + t * N + b : nullptr;
     // without a gain, dL/dI[t] = dL/dm[t]: write it straight into the output
     T* gm = (gi && !gain && !sum_time) ? gi + t * N + b : gm_buf;
@@ -292,18 +295,47 @@ inline void backward_block(GradAt grad_at, const T* mem, const T* sg, int64_t Tn
   *gv_out = lane_sum(gv, n);
 }
 
+// What the forward was given, for a backward that recomputes the membrane instead of reading a
+// saved one: cur (as forward_any's current, time stride tstride), gain or null, and the settings.
+template <typename T>
+struct Recompute {
+  const T* cur;
+  int64_t tstride;
+  const T* gain;
+  T lam, v0;
+  bool fused, has_init;
+};
+
+// The membrane [Tn, n] (row stride n) of the neurons [b, b + n), recomputed by forward_block into
+// mem (v, s: n values of scratch): the same operations as the forward, so the same bits.
+template <typename T, bool kSoft>
+inline void recompute_block(const Recompute<T>& rc, int64_t Tn, int64_t b, int64_t n, T th, T* mem, T* v, T* s) {
+  auto spikes_at = [&](int64_t) { return s; };
+  auto nothing = [](int64_t) {};
+#define RSNN_RC(F, G) \
+  if (rc.fused == F && (rc.gain != nullptr) == G) \
+    return forward_block<T, F, G, kSoft, true>(rc.cur, rc.tstride, Tn, b, n, th, rc.gain, rc.lam, rc.has_init, rc.v0, \
+                                               mem, n, v, spikes_at, nothing);
+  RSNN_RC(true, true) RSNN_RC(true, false) RSNN_RC(false, true) RSNN_RC(false, false)
+#undef RSNN_RC
+}
+
 template <typename T, int kSg, bool kSoft, bool kDetach>
 void backward_chunks(const T* gs, const T* mem, const T* sg, int64_t Tn, int64_t N, T th, const T* gain, const T* cur,
                      int64_t tstride, T lam, const SurrogateConsts<T>& sc, T* gi, bool sum_time, bool want_th,
-                     double* th_part, double* gain_part, double* gv_part) {
+                     double* th_part, double* gain_part, double* gv_part, const Recompute<T>* rc) {
   const int64_t chunks = (N + kChunk - 1) / kChunk;
   at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
     alignas(64) T gv[kChunk];
     alignas(64) T gm_buf[kChunk];
     alignas(64) T thc[kChunk];
+    std::vector<T> mbuf(rc ? Tn * kChunk : 0);
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t b = c * kChunk, n = std::min(kChunk, N - b);
-      backward_block<T, kSg, kSoft, kDetach>([&](int64_t t) { return gs + t * N + b; }, mem, sg, Tn, N, b, n, th, gain,
+      if (rc) recompute_block<T, kSoft>(*rc, Tn, b, n, th, mbuf.data(), gv, gm_buf);
+      const T* m = rc ? mbuf.data() : mem + b;
+      backward_block<T, kSg, kSoft, kDetach>([&](int64_t t) { return gs + t * N + b; }, m, rc ? n : N, sg, Tn, N, b, n,
+                                             th, gain,
                                              cur, tstride, lam, sc, gi, sum_time, want_th, gv, gm_buf, thc,
                                              th_part + c, cur ? gain_part + c * Tn : nullptr, gv_part + c);
     }
@@ -316,17 +348,21 @@ void backward_chunks(const T* gs, const T* mem, const T* sg, int64_t Tn, int64_t
 template <typename T, int kSg, bool kSoft, bool kDetach>
 void backward_pool_chunks(const T* gs, const T* mem, const T* sg, int64_t Tn, int64_t N, T th, const T* gain,
                           const T* cur, int64_t tstride, T lam, const SurrogateConsts<T>& sc, T* gi, bool sum_time,
-                          bool want_th, double* th_part, double* gain_part, double* gv_part, int64_t L, int64_t C) {
+                          bool want_th, double* th_part, double* gain_part, double* gv_part, int64_t L, int64_t C,
+                          const Recompute<T>* rc) {
   const int64_t P = N / (2 * L), w = L / (2 * C), Np = P * w * C;
   at::parallel_for(0, P, 1, [&](int64_t p0, int64_t p1) {
-    std::vector<T> gv(2 * L), gm_buf(2 * L), thc(2 * L), g(2 * L);
+    std::vector<T> gv(2 * L), gm_buf(2 * L), thc(2 * L), g(2 * L), mbuf(rc ? Tn * 2 * L : 0);
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t b = p * 2 * L;
+      if (rc) recompute_block<T, kSoft>(*rc, Tn, b, 2 * L, th, mbuf.data(), gv.data(), gm_buf.data());
+      const T* m = rc ? mbuf.data() : mem + b;
       auto grad_at = [&](int64_t t) {
         unpool_rows<T>(gs + t * Np + p * w * C, L, w, C, g.data());
         return static_cast<const T*>(g.data());
       };
-      backward_block<T, kSg, kSoft, kDetach>(grad_at, mem, sg, Tn, N, b, 2 * L, th, gain, cur, tstride, lam, sc, gi,
+      backward_block<T, kSg, kSoft, kDetach>(grad_at, m, rc ? 2 * L : N, sg, Tn, N, b, 2 * L, th, gain, cur, tstride, lam,
+                                             sc, gi,
                                              sum_time, want_th, gv.data(), gm_buf.data(), thc.data(), th_part + p,
                                              cur ? gain_part + p * Tn : nullptr, gv_part + p);
     }
@@ -338,14 +374,14 @@ template <typename T>
 void backward_impl(int sg, bool soft, bool detach, const T* gs, const T* mem, const T* given, int64_t Tn, int64_t N, T th,
                    const T* gain, const T* cur, int64_t tstride, T lam, const SurrogateConsts<T>& sc, T* gi,
                    bool sum_time, bool want_th, double* th_part, double* gain_part, double* gv_part,
-                   int64_t pool_L = 0, int64_t pool_C = 1) {
+                   int64_t pool_L, int64_t pool_C, const Recompute<T>* rc) {
 #define RSNN_BWD(G, S, D) \
   if (sg == G && soft == S && detach == D) { \
     if (pool_L > 0) \
       return backward_pool_chunks<T, G, S, D>(gs, mem, given, Tn, N, th, gain, cur, tstride, lam, sc, gi, sum_time, \
-                                              want_th, th_part, gain_part, gv_part, pool_L, pool_C); \
+                                              want_th, th_part, gain_part, gv_part, pool_L, pool_C, rc); \
     return backward_chunks<T, G, S, D>(gs, mem, given, Tn, N, th, gain, cur, tstride, lam, sc, gi, sum_time, want_th, \
-                                       th_part, gain_part, gv_part); \
+                                       th_part, gain_part, gv_part, rc); \
   }
 #define RSNN_BWD_SD(G) RSNN_BWD(G, true, true) RSNN_BWD(G, true, false) RSNN_BWD(G, false, true) \
   RSNN_BWD(G, false, false)
@@ -405,6 +441,73 @@ std::vector<torch::Tensor> lif_forward(torch::Tensor current, int64_t Tn, bool b
   return forward_any(current, Tn, broadcast, threshold, gain, lam, soft, has_init, v0, keep_membrane, fused, 0, 1);
 }
 
+namespace {
+
+// The backward of forward_any from the saved membrane [T, N], or (recompute) from the current the
+// forward was given (`current`, as forward_any's, with its settings): the membrane is recomputed
+// block by block, the same bits, instead of being written out by the forward and read back.
+// With want_gain, `current` also gives the gain's gradient.
+std::vector<torch::Tensor> backward_core(const torch::Tensor& grad_spikes, const torch::Tensor& membrane, int64_t Tn,
+                                         int64_t N, double threshold, const c10::optional<torch::Tensor>& gain,
+                                         const c10::optional<torch::Tensor>& current, bool want_gain, bool broadcast,
+                                         double lam, bool soft, bool detach_reset, int64_t surrogate, double width,
+                                         double alpha, bool want_current, bool want_threshold, bool sum_time,
+                                         const c10::optional<torch::Tensor>& given, int64_t pool_L, int64_t pool_C,
+                                         bool recompute, bool has_init, double v0, bool fused) {
+  check(grad_spikes, "grad_spikes");
+  const int64_t chunks = pool_L > 0 ? N / (2 * pool_L) : (N + kChunk - 1) / kChunk;
+  if (pool_L > 0) {
+    TORCH_CHECK(pool_C > 0 && pool_L % (2 * pool_C) == 0 && N % (2 * pool_L) == 0 &&
+                grad_spikes.numel() * 4 == Tn * N, "the pooled gradient must be [T, N / 4] of pairs of rows");
+  } else {
+    TORCH_CHECK(grad_spikes.numel() == Tn * N, "grad_spikes must be [T, N]");
+  }
+  auto opts = grad_spikes.options();
+  auto dopts = opts.dtype(torch::kFloat64);
+  auto gi = want_current ? (sum_time ? torch::empty({N}, opts) : torch::empty({Tn, N}, opts)) : torch::empty({0}, opts);
+  auto th_part = torch::zeros({chunks}, dopts);
+  auto gv_part = torch::zeros({chunks}, dopts);
+  auto gain_part = torch::zeros({want_gain ? chunks : 0, Tn}, dopts);
+  TORCH_CHECK((surrogate == GIVEN) == given.has_value(), "the GIVEN surrogate needs its derivatives, and only it");
+  TORCH_CHECK(!(recompute || want_gain) || current.has_value(), "the current is needed");
+  torch::Tensor given_c;
+  if (given.has_value()) {
+    given_c = given->contiguous();
+    TORCH_CHECK(given_c.numel() == Tn * N && given_c.scalar_type() == grad_spikes.scalar_type(),
+                "given derivatives must match the membrane");
+  }
+  AT_DISPATCH_FLOATING_TYPES(grad_spikes.scalar_type(), "lif_backward", [&] {
+    const scalar_t* g = nullptr;
+    const scalar_t* c = nullptr;
+    torch::Tensor gc, cc;
+    if (gain.has_value()) {
+      gc = gain->contiguous();
+      TORCH_CHECK(gc.numel() == Tn && gc.scalar_type() == grad_spikes.scalar_type(), "gain must be [T]");
+      g = gc.data_ptr<scalar_t>();
+    }
+    if (current.has_value()) {
+      cc = current->contiguous();
+      TORCH_CHECK(cc.numel() == (broadcast ? N : Tn * N) && cc.scalar_type() == grad_spikes.scalar_type(),
+                  "current must be [T, N] (or [N] broadcast)");
+      c = cc.data_ptr<scalar_t>();
+    }
+    Recompute<scalar_t> rc{c, broadcast ? 0 : N, g, static_cast<scalar_t>(lam), static_cast<scalar_t>(v0), fused, has_init};
+    SurrogateConsts<scalar_t> sc(width, alpha);
+    backward_impl<scalar_t>(static_cast<int>(surrogate), soft, detach_reset, grad_spikes.data_ptr<scalar_t>(),
+                            recompute ? nullptr : membrane.data_ptr<scalar_t>(),
+                            given.has_value() ? given_c.data_ptr<scalar_t>() : nullptr,
+                            Tn, N, static_cast<scalar_t>(threshold), g, want_gain ? c : nullptr,
+                            broadcast ? 0 : N, static_cast<scalar_t>(lam), sc,
+                            want_current ? gi.data_ptr<scalar_t>() : nullptr, sum_time, want_threshold,
+                            th_part.data_ptr<double>(), want_gain ? gain_part.data_ptr<double>() : nullptr,
+                            gv_part.data_ptr<double>(), pool_L, pool_C, recompute ? &rc : nullptr);
+  });
+  auto grad_gain = want_gain ? gain_part.sum(0).to(opts.dtype()) : torch::empty({0}, opts);
+  return {gi, th_part.sum().to(opts.dtype()), grad_gain, gv_part.sum().to(opts.dtype())};
+}
+
+}  // namespace
+
 // Returns (grad_current [T, N], or with sum_time [N] = its sum over t (the gradient of a current
 // repeated at every step), or empty; grad_threshold [] (without the init term); grad_gain [T] or
 // empty; sum over neurons of dL/dv[-1] (0-dim, for the init term)).
@@ -414,49 +517,29 @@ std::vector<torch::Tensor> backward_any(torch::Tensor grad_spikes, torch::Tensor
                                         double width, double alpha, bool want_current, bool want_threshold,
                                         bool sum_time, c10::optional<torch::Tensor> given,
                                         int64_t pool_L, int64_t pool_C) {
-  check(grad_spikes, "grad_spikes");
   check(membrane, "membrane");
-  const int64_t Tn = membrane.size(0), N = membrane.size(1);
-  const int64_t chunks = pool_L > 0 ? N / (2 * pool_L) : (N + kChunk - 1) / kChunk;
-  if (pool_L > 0)
-    TORCH_CHECK(grad_spikes.numel() * 4 == Tn * N, "the pooled gradient must be [T, N / 4]");
-  auto opts = membrane.options();
-  auto dopts = opts.dtype(torch::kFloat64);
-  auto gi = want_current ? (sum_time ? torch::empty({N}, opts) : torch::empty({Tn, N}, opts)) : torch::empty({0}, opts);
-  auto th_part = torch::zeros({chunks}, dopts);
-  auto gv_part = torch::zeros({chunks}, dopts);
-  const bool want_gain = current.has_value();
-  auto gain_part = torch::zeros({want_gain ? chunks : 0, Tn}, dopts);
-  TORCH_CHECK((surrogate == GIVEN) == given.has_value(), "the GIVEN surrogate needs its derivatives, and only it");
-  torch::Tensor given_c;
-  if (given.has_value()) {
-    given_c = given->contiguous();
-    TORCH_CHECK(given_c.numel() == Tn * N && given_c.scalar_type() == membrane.scalar_type(),
-                "given derivatives must match the membrane");
-  }
-  AT_DISPATCH_FLOATING_TYPES(membrane.scalar_type(), "lif_backward", [&] {
-    const scalar_t* g = nullptr;
-    const scalar_t* c = nullptr;
-    torch::Tensor gc, cc;
-    if (gain.has_value()) {
-      gc = gain->contiguous();
-      g = gc.data_ptr<scalar_t>();
-    }
-    if (want_gain) {
-      cc = current->contiguous();
-      c = cc.data_ptr<scalar_t>();
-    }
-    SurrogateConsts<scalar_t> sc(width, alpha);
-    backward_impl<scalar_t>(static_cast<int>(surrogate), soft, detach_reset, grad_spikes.data_ptr<scalar_t>(),
-                            membrane.data_ptr<scalar_t>(), given.has_value() ? given_c.data_ptr<scalar_t>() : nullptr,
-                            Tn, N, static_cast<scalar_t>(threshold), g, c,
-                            broadcast ? 0 : N, static_cast<scalar_t>(lam), sc,
-                            want_current ? gi.data_ptr<scalar_t>() : nullptr, sum_time, want_threshold,
-                            th_part.data_ptr<double>(), want_gain ? gain_part.data_ptr<double>() : nullptr,
-                            gv_part.data_ptr<double>(), pool_L, pool_C);
-  });
-  auto grad_gain = want_gain ? gain_part.sum(0).to(opts.dtype()) : torch::empty({0}, opts);
-  return {gi, th_part.sum().to(opts.dtype()), grad_gain, gv_part.sum().to(opts.dtype())};
+  TORCH_CHECK(membrane.dim() == 2 && membrane.scalar_type() == grad_spikes.scalar_type(), "membrane must be [T, N]");
+  return backward_core(grad_spikes, membrane, membrane.size(0), membrane.size(1), threshold, gain, current,
+                       current.has_value(), broadcast, lam, soft, detach_reset, surrogate, width, alpha, want_current,
+                       want_threshold, sum_time, given, pool_L, pool_C, false, false, 0.0, false);
+}
+
+// backward_any without a saved membrane: recomputed from `current` and the forward's settings
+// (Tn, broadcast, gain, lam, soft, has_init, v0, fused as given to forward_any); want_gain: the
+// gain's gradient too. Same results, bit for bit.
+std::vector<torch::Tensor> backward_recompute(torch::Tensor grad_spikes, torch::Tensor current, int64_t Tn,
+                                              bool broadcast, double threshold, c10::optional<torch::Tensor> gain,
+                                              bool want_gain, double lam, bool soft, bool has_init, double v0,
+                                              bool fused, bool detach_reset, int64_t surrogate, double width,
+                                              double alpha, bool want_current, bool want_threshold, bool sum_time,
+                                              int64_t pool_L, int64_t pool_C) {
+  check(current, "current");
+  TORCH_CHECK(Tn > 0, "need at least one step");
+  const int64_t N = broadcast ? current.numel() : current.numel() / Tn;
+  TORCH_CHECK(surrogate != GIVEN, "given derivatives need the saved membrane");
+  return backward_core(grad_spikes, torch::Tensor(), Tn, N, threshold, gain, current, want_gain, broadcast, lam, soft,
+                       detach_reset, surrogate, width, alpha, want_current, want_threshold, sum_time, c10::nullopt,
+                       pool_L, pool_C, true, has_init, v0, fused);
 }
 
 std::vector<torch::Tensor> lif_backward(torch::Tensor grad_spikes, torch::Tensor membrane, double threshold,
@@ -685,6 +768,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward", &lif_backward, "fused multi-step LIF surrogate backward");
   m.def("forward_pool", &forward_any, "forward, then 2x2 average pooling of the spikes (pool_L, pool_C)");
   m.def("backward_pool", &backward_any, "backward from the pooled spikes' gradient (pool_L, pool_C)");
+  m.def("backward_recompute", &backward_recompute, "backward that recomputes the membrane from the current");
   m.def("pool2_forward", &pool2_forward, "2x2 average pooling, stride 2");
   m.def("pool2_backward", &pool2_backward, "backward of pool2_forward");
   m.def("pool2_forward_nhwc", &pool2_forward_nhwc, "2x2 average pooling, stride 2, channels-last [N, H, W, C]");
