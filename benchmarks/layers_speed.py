@@ -1,4 +1,4 @@
-"""The default SNN's second convolution, batch norm and flatten + linear, NCHW against channels-last, as ratios from one run.
+"""The default SNN's layers, NCHW against channels-last and fused against unfused, as ratios from one run.
 
     python benchmarks/layers_speed.py [--threads 1] [--rounds 9]
 
@@ -10,8 +10,11 @@ torch ops (the fallback without the kernel) and torch's own ``batch_norm`` (on c
 torch's vectorises over channels and is faster than the kernel, so the modules route channels-last
 maps to torch's), and the flatten + linear layer on the pooled [4, 64, 64, 7, 7] channels-last map
 (forward + backward): flatten's copy to (C, H, W) order then the linear layer, against
-``Linear.flattened`` (the map read as it lies, the weight's columns permuted instead). Process CPU
-time, allocator tuned (as the command line runs), minimum over interleaved rounds.
+``Linear.flattened`` (the map read as it lies, the weight's columns permuted instead); and the first
+spiking layer (its [64, 32, 28, 28] channels-last current repeated over T = 4 steps, pooled,
+forward + backward) with the membrane saved by the forward against recomputed in the backward
+(``robustsnn.neurons.recompute_membrane``). Process CPU time, allocator tuned (as the command line
+runs), minimum over interleaved rounds.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import torch
 
 import robustsnn
 from robustsnn import batchnorm, layers
+from robustsnn.neurons import multistep_spike, recompute_membrane
+from robustsnn.timerepeat import repeat_over_time
 
 
 def _best(fns: dict, rounds: int) -> dict:
@@ -75,7 +80,20 @@ def main() -> None:
             lin.zero_grad(set_to_none=True)
         return run
 
+    def first_neuron(recompute):
+        x = (torch.rand(64, 32, 28, 28) * 1.5).contiguous(memory_format=cl).requires_grad_(True)
+        th = torch.tensor(1.0)
+        g = torch.randn(4, 64, 32, 14, 14).permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+
+        def run():
+            with recompute_membrane(recompute):
+                multistep_spike(repeat_over_time(x, 4), th, 0.5, pool=True).backward(g)
+            x.grad = None
+        return run
+
     fns = {
+        "first neuron fwd+bwd, repeated current, saved membrane": first_neuron(False),
+        "first neuron fwd+bwd, repeated current, recomputed": first_neuron(True),
         "flatten + linear fwd+bwd, channels-last, copy": flatten_case(False),
         "flatten + linear fwd+bwd, channels-last, fused": flatten_case(True),
         "conv fwd+bwd, NCHW": conv_case(torch.contiguous_format),
@@ -92,8 +110,10 @@ def main() -> None:
     print(f"robustsnn {robustsnn.__version__}, torch {torch.__version__}, {args.threads} thread(s), "
           f"minimum of {args.rounds} interleaved rounds, process CPU time")
     for k, v in best.items():
-        print(f"  {k:50s} {v * 1e3:7.2f} ms")
+        print(f"  {k:56s} {v * 1e3:7.2f} ms")
     print(f"  convolution: NCHW / channels-last x{best['conv fwd+bwd, NCHW'] / best['conv fwd+bwd, channels-last']:.2f}")
+    print(f"  first neuron: saved membrane / recomputed x"
+          f"{best['first neuron fwd+bwd, repeated current, saved membrane'] / best['first neuron fwd+bwd, repeated current, recomputed']:.2f}")
     print(f"  flatten + linear, channels-last: copy / fused x"
           f"{best['flatten + linear fwd+bwd, channels-last, copy'] / best['flatten + linear fwd+bwd, channels-last, fused']:.2f}")
     for layout in ("NCHW", "channels-last"):
