@@ -136,23 +136,32 @@ def _grads(fn, leaves, up):
     return [s.detach()] + [t.grad.clone() for t in leaves]
 
 
+def _neuron_space(surrogates, **more):
+    """Hypothesis strategies of the neuron settings the kernel comparisons below vary, plus ``more``."""
+    return dict(T=st.integers(1, 5), b=st.integers(1, 3), dtype=st.sampled_from([torch.float32, torch.float64]),
+                reset=st.sampled_from(["hard", "soft"]), name=st.sampled_from(surrogates),
+                detach_reset=st.booleans(), init=st.sampled_from([0.0, 0.5]), use_gain=st.booleans(),
+                last=st.booleans(), seed=st.integers(0, 2**16), **more)
+
+
+def _one_step_current(b, c, h, w, g, dtype, last):
+    """A [b, c, h, w] leaf current (channels-last if ``last``) to be repeated over time."""
+    leaf = (torch.rand(b, c, h, w, generator=g, dtype=dtype) * 1.6 - 0.3)
+    return leaf.contiguous(memory_format=CL if last else torch.contiguous_format).requires_grad_(True)
+
+
 @needs_kernel
 @settings_
-@given(T=st.integers(1, 5), b=st.integers(1, 3), c=st.integers(1, 6), h=st.sampled_from([2, 4, 6]),
-       w=st.sampled_from([2, 4, 8]), dtype=st.sampled_from([torch.float32, torch.float64]),
-       reset=st.sampled_from(["hard", "soft"]), name=st.sampled_from(["triangle", "atan", "sigmoid", "rectangle"]),
-       detach_reset=st.booleans(), init=st.sampled_from([0.0, 0.5]), use_gain=st.booleans(),
-       broadcast=st.booleans(), last=st.booleans(), seed=st.integers(0, 2**16))
+@given(**_neuron_space(["triangle", "atan", "sigmoid", "rectangle"], c=st.integers(1, 6),
+                       h=st.sampled_from([2, 4, 6]), w=st.sampled_from([2, 4, 8]), broadcast=st.booleans()))
 def test_fused_pool_matches_neuron_then_avg_pool2d(T, b, c, h, w, dtype, reset, name, detach_reset, init, use_gain,
                                                   broadcast, last, seed):
     """multistep_spike(pool=True) against avg_pool2d of multistep_spike (both on the kernel): pooled
     spikes identical, gradients of the current, threshold and gain equal to summation order; on
     contiguous and channels-last currents, repeated over time or not."""
     g = torch.Generator().manual_seed(seed)
-    fmt = CL if last else torch.contiguous_format
     if broadcast:
-        leaf = (torch.rand(b, c, h, w, generator=g, dtype=dtype) * 1.6 - 0.3).contiguous(memory_format=fmt)
-        leaf.requires_grad_(True)
+        leaf = _one_step_current(b, c, h, w, g, dtype, last)
         make = lambda: leaf.unsqueeze(0).expand(T, *leaf.shape)  # noqa: E731
     else:
         x = torch.rand(T, b, c, h, w, generator=g, dtype=dtype) * 1.6 - 0.3
@@ -267,11 +276,8 @@ def test_flatten_linear_uses_hydras_scored_weight():
 
 @needs_kernel
 @settings_
-@given(T=st.integers(1, 5), b=st.integers(1, 3), c=st.integers(1, 5), h=st.sampled_from([2, 4, 5]),
-       w=st.sampled_from([2, 4, 6]), dtype=st.sampled_from([torch.float32, torch.float64]),
-       reset=st.sampled_from(["hard", "soft"]), name=st.sampled_from(["triangle", "atan", "exp", "ste"]),
-       detach_reset=st.booleans(), init=st.sampled_from([0.0, 0.5]), use_gain=st.booleans(),
-       repeated=st.booleans(), last=st.booleans(), pool=st.booleans(), seed=st.integers(0, 2**16))
+@given(**_neuron_space(["triangle", "atan", "exp", "ste"], c=st.integers(1, 5), h=st.sampled_from([2, 4, 5]),
+                       w=st.sampled_from([2, 4, 6]), repeated=st.booleans(), pool=st.booleans()))
 def test_recomputed_membrane_gives_the_saved_membranes_gradients(T, b, c, h, w, dtype, reset, name, detach_reset,
                                                                   init, use_gain, repeated, last, pool, seed):
     """The kernel's backward that recomputes the membrane from the current (the default) against the
@@ -283,9 +289,7 @@ def test_recomputed_membrane_gives_the_saved_membranes_gradients(T, b, c, h, w, 
 
     pool = pool and h % 2 == 0
     g = torch.Generator().manual_seed(seed)
-    fmt = CL if last else torch.contiguous_format
-    leaf = (torch.rand(b, c, h, w, generator=g, dtype=dtype) * 1.6 - 0.3).contiguous(memory_format=fmt)
-    leaf.requires_grad_(True)
+    leaf = _one_step_current(b, c, h, w, g, dtype, last)
     if repeated:
         make = lambda: repeat_over_time(leaf, T)  # noqa: E731
     else:
