@@ -215,22 +215,33 @@ def verdict_rows(root: Path) -> list[str]:
     return rows
 
 
-def regulariser_rows(root: Path) -> list[str]:
-    """The 60 000 x 3 rows against each other on the same test images (paired): MPPD rho = 1 against
-    rho = 0 with the same neuron and Parseval setting, and Parseval against none at rho = 0."""
-    rows = ["| comparison | row | against | n | clean: row - against (points) | PGD_ens: row - against (points) | "
-            "standard: row - against (points) |",
-            "|---|---|---|---|---|---|---|"]
+def _full_runs(root: Path) -> dict:
+    """The finished 60 000 x 3 runs (seeds included): name -> ((neuron, Parseval, rho, grad clip), seed,
+    PGD_ens evaluation, standard evaluation or None)."""
     runs = {}
-    for run in sorted(p for p in root.glob("*_60k3") if (p / "eval-pgd-ens.json").exists()):
+    for run in sorted(p for p in root.glob("*_60k3*") if (p / "eval-pgd-ens.json").exists()):
         meta = _load(run / "model" / "config.json") or {}
         opts, hist = meta.get("options") or {}, meta.get("history") or []
         if len(hist) < (meta.get("recipe") or opts).get("epochs", 0):
             continue  # unfinished
-        key = (opts.get("neuron"), bool(opts.get("parseval")), float(opts.get("mppd") or 0))
-        runs[run.name] = (key, _load(run / "eval-pgd-ens.json"), _load(run / "eval-standard.json"))
-    for name, ((neuron, parseval, rho), ev, std) in runs.items():
-        for other, ((oneuron, oparseval, orho), oev, ostd) in runs.items():
+        key = (opts.get("neuron"), bool(opts.get("parseval")), float(opts.get("mppd") or 0),
+               float(opts.get("grad_clip") or 0))
+        runs[run.name] = (key, int(opts.get("seed") or 0), _load(run / "eval-pgd-ens.json"),
+                          _load(run / "eval-standard.json"))
+    return runs
+
+
+def regulariser_rows(root: Path) -> list[str]:
+    """The 60 000 x 3 rows against each other on the same test images (paired): MPPD rho = 1 against
+    rho = 0 with the same neuron, Parseval setting and seed, and Parseval against none at rho = 0."""
+    rows = ["| comparison | row | against | n | clean: row - against (points) | PGD_ens: row - against (points) | "
+            "standard: row - against (points) |",
+            "|---|---|---|---|---|---|---|"]
+    runs = _full_runs(root)
+    for name, ((neuron, parseval, rho, _), seed, ev, std) in runs.items():
+        for other, ((oneuron, oparseval, orho, _), oseed, oev, ostd) in runs.items():
+            if seed != oseed:
+                continue
             mppd = rho > 0 and orho == 0 and (oneuron, oparseval) == (neuron, parseval)
             pars = rho == orho == 0 and parseval and not oparseval and oneuron == neuron
             if not (mppd or pars) or oev["n"] != ev["n"]:
@@ -239,6 +250,35 @@ def regulariser_rows(root: Path) -> list[str]:
             what = f"MPPD rho = {rho:g} against 0" if mppd else "Parseval against none"
             rows.append(f"| {what} | {name} | {other} | {ev['n']} | {_paired(a, b, lambda k: k != -2)} | "
                         f"{_paired(a, b, lambda k: k == -1)} | {_paired_robust(std, ostd)} |")
+    return rows
+
+
+def seed_rows(root: Path) -> list[str]:
+    """Run-to-run spread at 60 000 x 3: every setting trained with more than one seed, each seed's
+    clean and PGD_ens accuracy, and the paired difference between two seeds on the same test images
+    (its s.e. is test sampling only: the spread between runs is what the difference itself shows)."""
+    rows = ["| setting (neuron, Parseval, rho) | runs (seed) | clean on the attacked images | PGD_ens | n | "
+            "seed b - seed a: clean (points) | seed b - seed a: PGD_ens (points) |",
+            "|---|---|---|---|---|---|---|"]
+    by_setting: dict = {}
+    for name, (key, seed, ev, _) in _full_runs(root).items():
+        if not key[3]:  # the clipped runs are a different setting, one seed each
+            by_setting.setdefault(key[:3], []).append((seed, name, ev))
+    for (neuron, parseval, rho), found in sorted(by_setting.items()):
+        if len(found) < 2:
+            continue
+        found.sort()
+        (_, _, first), rest = found[0], found[1:]
+        for _, _, ev in rest:
+            if ev["n"] != first["n"]:
+                break
+        else:
+            clean = " / ".join(_pct(e["clean_acc"]) for _, _, e in found)
+            ens = " / ".join(_pct(e["results"][0]["robust_acc"]) for _, _, e in found)
+            a, b = first["results"][0]["breaker"], found[1][2]["results"][0]["breaker"]
+            rows.append(f"| {neuron}, {'Parseval' if parseval else 'none'}, {rho:g} | "
+                        f"{', '.join(f'{n} ({s})' for s, n, _ in found)} | {clean} | {ens} | {first['n']} | "
+                        f"{_paired(b, a, lambda k: k != -2)} | {_paired(b, a, lambda k: k == -1)} |")
     return rows
 
 
@@ -371,6 +411,11 @@ def main() -> None:
             print("\n### The regulariser and Parseval at 60 000 x 3: differences on the same test images "
                   "(paired, ± s.e.; clean on the attacked images)\n")
             print("\n".join(pairs))
+        seeds = seed_rows(args.runs / "fmnist_full")
+        if len(seeds) > 2:
+            print("\n### Run-to-run spread at 60 000 x 3: the same setting trained with two seeds, on the same "
+                  "test images (paired, ± s.e. of test sampling)\n")
+            print("\n".join(seeds))
     print("\n### Sparse robust SNNs by conversion (configs/pipeline), eps = 0.1, accuracy in %\n")
     print("\n".join(pipeline_rows(args.runs / "pipeline")))
     conv = args.runs / "conversion_loss" / "conversion_loss.json"
