@@ -15,10 +15,11 @@ inverse std), so gradients follow the same formula as ``nn.BatchNorm2d``'s.
 Values equal torch's to rounding (float32: relative 1e-6; tested), not bit for bit.
 :func:`batch_norm_forward` is a drop-in for ``nn.BatchNorm*d.forward`` that takes this path for
 CPU float32/float64 inputs in training (or without running statistics) and torch's otherwise
-(GPUs, evaluation with running statistics, autocast, one value per channel, ``fast_batchnorm(False)``),
-and for channels-last maps: there torch's forward is not a Welford loop and is faster than the kernel
-(1.6 vs 2.4 ms on the map above, ``python benchmarks/layers_speed.py``). :func:`batch_norm_train`
-itself still takes either layout.
+(GPUs, evaluation with running statistics, autocast, one value per channel, ``fast_batchnorm(False)``).
+On channels-last maps a block's 64 rows are summed per channel in x's dtype (vector-wide), then
+added to the float64 total in block order; torch's channels-last forward is nearly as fast but its
+sums depend on the thread count, which would make training at 1 and 2 threads (or on 1 and 2
+ranks) part ways at the first spike that flips.
 """
 
 from __future__ import annotations
@@ -112,8 +113,7 @@ def batch_norm_train(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.T
 def _eligible(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> bool:
     batch_stats = bn.training or bn.running_mean is None
     return (_FAST["on"] and batch_stats and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-            and x.dim() >= 2 and x.numel() > x.shape[1] and not torch.is_autocast_enabled("cpu")
-            and not is_channels_last(x))
+            and x.dim() >= 2 and x.numel() > x.shape[1] and not torch.is_autocast_enabled("cpu"))
 
 
 def batch_norm_forward(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:

@@ -660,12 +660,21 @@ std::vector<torch::Tensor> bn_forward(torch::Tensor x, c10::optional<torch::Tens
         for (int64_t c = 0; c < C; ++c) t[c] += pp[b * C + c];
       return tot;
     };
+    // channels-last rows: a block's (at most kRows) terms of a channel are summed in T, in row
+    // order, then added to the double total (vector-wide in T; the same bits at any thread count)
     mean64 = reduce([&](int64_t o0, int64_t o1, double* acc) {
+      if (inner == 1) {
+        std::vector<T> s(C, T(0));
+        for (int64_t o = o0; o < o1; ++o) {
+          const T* row = in + o * C;
+          for (int64_t c = 0; c < C; ++c) s[c] += row[c];
+        }
+        for (int64_t c = 0; c < C; ++c) acc[c] += static_cast<double>(s[c]);
+        return;
+      }
       for (int64_t o = o0; o < o1; ++o) {
         const T* row = in + o * C * inner;
-        if (inner == 1) {
-          for (int64_t c = 0; c < C; ++c) acc[c] += static_cast<double>(row[c]);
-        } else {
+        {
           for (int64_t c = 0; c < C; ++c) acc[c] += lane_sum(row + c * inner, inner);
         }
       }
@@ -673,13 +682,22 @@ std::vector<torch::Tensor> bn_forward(torch::Tensor x, c10::optional<torch::Tens
     const double* m64 = mean64.data_ptr<double>();
     for (int64_t c = 0; c < C; ++c) mt[c] = static_cast<T>(m64[c]);
     var64 = reduce([&](int64_t o0, int64_t o1, double* acc) {
-      std::vector<T> d(inner == 1 ? C : inner);
+      if (inner == 1) {
+        std::vector<T> s(C, T(0));
+        for (int64_t o = o0; o < o1; ++o) {
+          const T* row = in + o * C;
+          for (int64_t c = 0; c < C; ++c) {
+            const T d = row[c] - mt[c];
+            s[c] += d * d;
+          }
+        }
+        for (int64_t c = 0; c < C; ++c) acc[c] += static_cast<double>(s[c]);
+        return;
+      }
+      std::vector<T> d(inner);
       for (int64_t o = o0; o < o1; ++o) {
         const T* row = in + o * C * inner;
-        if (inner == 1) {
-          for (int64_t c = 0; c < C; ++c) d[c] = row[c] - mt[c];
-          for (int64_t c = 0; c < C; ++c) acc[c] += static_cast<double>(d[c] * d[c]);
-        } else {
+        {
           for (int64_t c = 0; c < C; ++c) {
             for (int64_t i = 0; i < inner; ++i) d[i] = row[c * inner + i] - mt[c];
             acc[c] += lane_dot(d.data(), d.data(), inner);
